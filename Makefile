@@ -1,0 +1,62 @@
+# Makefile: build the module for each Lua, run the sandbox, the specs, the demo.
+# `make` builds for Lua 5.4; `make LUA=5.1|5.2|5.3|5.4|jit` for one Lua;
+# `make test` builds for every Lua and runs every spec on each.
+
+LUA        ?= 5.4
+LUAS       ?= 5.1 5.2 5.3 5.4 jit
+PORT       ?= 8931
+CC         ?= cc
+CFLAGS     ?= -O2 -g
+WARN       := -Wall -Wextra -Werror -pedantic -Wno-overlength-strings
+CURL_CFLAGS := $(shell curl-config --cflags 2>/dev/null)
+CURL_LIBS  := $(shell curl-config --libs 2>/dev/null || echo -lcurl)
+PREFIX     ?= /usr/local
+
+ifeq ($(LUA),jit)
+LUA_INC    ?= /usr/include/luajit-2.1
+LUA_BIN    ?= luajit
+LUA_ABI    := 5.1
+else
+LUA_INC    ?= /usr/include/lua$(LUA)
+LUA_BIN    ?= lua$(LUA)
+LUA_ABI    := $(LUA)
+endif
+
+BUILD      := build/$(LUA)
+SRCS       := src/contiguity.c src/ops.c src/response.c src/curl_transport.c \
+              src/contiguity.h src/compat.h
+MODULE     := $(BUILD)/contiguity.so
+
+.PHONY: all build test demo sandbox clean deps install
+
+all: build
+build: $(MODULE)
+
+# One translation unit: contiguity.c includes the other .c files. The module
+# never links liblua: the host process provides the Lua API.
+$(MODULE): $(SRCS)
+	@mkdir -p $(BUILD)
+	$(CC) $(CFLAGS) $(WARN) -fPIC -shared -I$(LUA_INC) $(CURL_CFLAGS) \
+	  -o $@ src/contiguity.c $(CURL_LIBS) -lpthread
+
+# Debian packages the build and the specs need; installed only when root.
+deps:
+	@sh .ci/deps.sh
+
+test: deps
+	@for v in $(LUAS); do $(MAKE) --no-print-directory build LUA=$$v || exit 1; done
+	@LUAS="$(LUAS)" PORT=$(PORT) sh spec/run
+
+demo: deps build
+	@PORT=$(PORT) LUA_BIN=$(LUA_BIN) BUILD=$(BUILD) sh examples/run-demo.sh
+
+sandbox:
+	@sandbox/start --foreground $(PORT)
+
+install: build
+	install -d $(DESTDIR)$(PREFIX)/lib/lua/$(LUA_ABI) $(DESTDIR)$(PREFIX)/share/lua/$(LUA_ABI)/contiguity
+	install -m 755 $(MODULE) $(DESTDIR)$(PREFIX)/lib/lua/$(LUA_ABI)/contiguity.so
+	install -m 644 src/contiguity/*.lua $(DESTDIR)$(PREFIX)/share/lua/$(LUA_ABI)/contiguity/
+
+clean:
+	rm -rf build

@@ -1,0 +1,971 @@
+/* contiguity.c: luaopen_contiguity, the client type and its otp/reverse tables.
+ *
+ * The module is one translation unit: the files below are included, not
+ * linked, so every function can stay static (only luaopen_contiguity is
+ * exported) and the compiler sees the whole call path of an OTP call. */
+#define _POSIX_C_SOURCE 200809L
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/select.h>
+#include "contiguity.h"
+#include "response.c"
+#include "ops.c"
+#include "curl_transport.c"
+
+#define CG_DEFAULT_BASE_URL "https://api.contiguity.com"
+
+/* Upvalues of every OTP call closure. */
+#define UP_CLIENT lua_upvalueindex(1)
+#define UP_OWNER lua_upvalueindex(2) /* the otp or reverse table, to accept colon calls */
+#define UP_OP lua_upvalueindex(3)
+#define UP_BASE lua_upvalueindex(4)
+
+static cg_client *cg_check(lua_State *L, int idx)
+{
+    return (cg_client *)luaL_checkudata(L, idx, CG_CLIENT_MT);
+}
+
+/* ---- debug lines ----------------------------------------------------- */
+
+/* One line per request: method, path, status or error kind, request id and
+ * time. Never the token, body, code or phone number: only the path, whose
+ * only variable part is an otp_id. */
+static void cg_debug(lua_State *L, cg_client *c, int client, const ops_op *op, int path_idx,
+                     int nret, double ms)
+{
+    int top = lua_gettop(L), res = top - nret + 1;
+    const char *path = lua_tostring(L, path_idx);
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    lua_pushfstring(L, "contiguity: %s %s %s -> ", op->name, op->method, path ? path : "?");
+    luaL_addvalue(&b);
+    if (nret == 1) {
+        lua_getfield(L, res, "metadata");
+        lua_getfield(L, -1, "id");
+        lua_pushfstring(L, "ok (request %s)", lua_isstring(L, -1) ? lua_tostring(L, -1) : "?");
+        lua_remove(L, -2);
+        lua_remove(L, -2);
+    } else {
+        lua_getfield(L, res + 1, "kind");
+        lua_getfield(L, res + 1, "status");
+        lua_getfield(L, res + 1, "request_id");
+        lua_pushfstring(L, "%s %s (request %s)", lua_tostring(L, -3),
+                        lua_isnumber(L, -2) ? lua_tostring(L, -2) : "-",
+                        lua_isstring(L, -1) ? lua_tostring(L, -1) : "-");
+        lua_replace(L, -4);
+        lua_pop(L, 2);
+    }
+    luaL_addvalue(&b);
+    if (ms >= 0) {
+        char t[32];
+        snprintf(t, sizeof(t), " %.2f ms", ms);
+        luaL_addstring(&b, t);
+    }
+    luaL_pushresult(&b);
+    if (c->debug == 1) {
+        fprintf(stderr, "%s\n", lua_tostring(L, -1));
+        lua_pop(L, 1);
+    } else {
+        compat_getuservalue(L, client);
+        lua_getfield(L, -1, "debug");
+        lua_remove(L, -2);
+        lua_insert(L, -2);
+        lua_call(L, 1, 0);
+    }
+}
+
+/* ---- async: libcurl multi --------------------------------------------- */
+
+/* Creates the multi handle on the first async call. */
+static int cg_multi(cg_client *c)
+{
+    if (c->multi != NULL)
+        return 1;
+    c->multi = curl_multi_init();
+    if (c->multi == NULL)
+        return 0;
+    curl_multi_setopt(c->multi, CURLMOPT_MAX_HOST_CONNECTIONS, c->max_connections);
+    curl_multi_setopt(c->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, c->max_connections);
+    curl_multi_setopt(c->multi, CURLMOPT_MAXCONNECTS, c->max_connections);
+    return 1;
+}
+
+/* Starts an async call: a Transfer userdata owns the easy handle, the
+ * client's `pending` table keeps it until its callback has run. */
+static int cg_start(lua_State *L, cg_client *c, const ops_op *op, int path_idx, int cb_idx)
+{
+    cg_transfer *t;
+    const char *url = lua_tostring(L, -1);
+    size_t body_len = 0;
+    const char *body = lua_tolstring(L, path_idx + 1, &body_len);
+    if (!cg_multi(c))
+        return resp_error(L, op->name, "network", "cannot create a libcurl multi handle");
+    t = (cg_transfer *)compat_newuserdata(L, sizeof(*t));
+    memset(t, 0, sizeof(*t));
+    compat_setmetatable(L, CG_TRANSFER_MT);
+    lua_createtable(L, 2, 0);
+    lua_pushvalue(L, cb_idx);
+    lua_rawseti(L, -2, 1);
+    lua_pushvalue(L, path_idx);
+    lua_rawseti(L, -2, 2);
+    compat_setuservalue(L, -2);
+    t->op = op;
+    t->body.limit = c->max_response;
+    curlt_meta_reset(&t->meta);
+    t->easy = curl_easy_init();
+    compat_getuservalue(L, UP_CLIENT);
+    lua_getfield(L, -1, "user_agent");
+    lua_getfield(L, -2, "cainfo");
+    lua_getfield(L, -3, "capath");
+    if (t->easy == NULL ||
+        !curlt_setup(c, t->easy, &t->body, &t->meta, t->errbuf, lua_tostring(L, -3),
+                     lua_tostring(L, -2), lua_tostring(L, -1)))
+        return resp_error(L, op->name, "network", "cannot set up a libcurl handle");
+    lua_pop(L, 3);
+    curl_easy_setopt(t->easy, CURLOPT_PRIVATE, (void *)t);
+    curlt_set_request(t->easy, op, url, body, body_len, 1);
+    if (curl_multi_add_handle(c->multi, t->easy) != CURLM_OK)
+        return resp_error(L, op->name, "network", "cannot add the transfer to libcurl multi");
+    lua_getfield(L, -1, "pending");
+    lua_pushlightuserdata(L, t);
+    lua_pushvalue(L, -4);
+    lua_rawset(L, -3);
+    c->pending++;
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* The done queue: finished transfers waiting for their callback, in the
+ * order libcurl reported them; integer keys from done.h to done.t. */
+static void cg_queue_push(lua_State *L, int q)
+{
+    lua_Integer t;
+    lua_getfield(L, q, "t");
+    t = lua_tointeger(L, -1) + 1;
+    lua_pop(L, 1);
+    lua_rawseti(L, q, (int)t);
+    lua_pushinteger(L, t);
+    lua_setfield(L, q, "t");
+}
+
+/* Pushes the oldest queued transfer and takes it off, or returns 0. */
+static int cg_queue_pop(lua_State *L, int q)
+{
+    lua_Integer h;
+    lua_getfield(L, q, "h");
+    h = lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    lua_rawgeti(L, q, (int)h);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        return 0;
+    }
+    lua_pushnil(L);
+    lua_rawseti(L, q, (int)h);
+    lua_pushinteger(L, h + 1);
+    lua_setfield(L, q, "h");
+    return 1;
+}
+
+/* Moves finished transfers from `pending` to the `done` queue. uv is the
+ * client's user value. */
+static void cg_collect(lua_State *L, cg_client *c, int uv)
+{
+    CURLMsg *msg;
+    int left, q;
+    lua_getfield(L, uv, "pending");
+    lua_getfield(L, uv, "done");
+    q = lua_gettop(L);
+    while ((msg = curl_multi_info_read(c->multi, &left)) != NULL) {
+        cg_transfer *t = NULL;
+        CURL *e = msg->easy_handle;
+        if (msg->msg != CURLMSG_DONE)
+            continue;
+        curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&t);
+        t->rc = msg->data.result;
+        lua_pushlightuserdata(L, t);
+        lua_rawget(L, q - 1);
+        cg_queue_push(L, q);
+        lua_pushlightuserdata(L, t);
+        lua_pushnil(L);
+        lua_rawset(L, q - 1);
+        curl_multi_remove_handle(c->multi, e);
+    }
+    lua_pop(L, 2);
+}
+
+/* Runs the callbacks of finished calls, oldest first. Each is taken off
+ * the queue before it runs, so a callback that raises leaves the others
+ * queued for the next poll and libcurl untouched. */
+static int cg_deliver(lua_State *L, cg_client *c, int client, int uv)
+{
+    int ran = 0, q;
+    lua_getfield(L, uv, "done");
+    q = lua_gettop(L);
+    while (cg_queue_pop(L, q)) {
+        cg_transfer *t = (cg_transfer *)lua_touserdata(L, -1);
+        int n;
+        c->pending--;
+        compat_getuservalue(L, -1);
+        lua_rawgeti(L, -1, 1); /* callback */
+        lua_rawgeti(L, -2, 2); /* path, for the debug line */
+        if (t->easy == NULL) { /* cancelled by close */
+            n = resp_error(L, t->op->name, "network", "cancelled");
+        } else {
+            n = curlt_finish(L, t->op, t->easy, t->rc, t->errbuf, &t->body, &t->meta);
+            if (c->debug) {
+                double total = -1;
+                curl_easy_getinfo(t->easy, CURLINFO_TOTAL_TIME, &total);
+                cg_debug(L, c, client, t->op, -1 - n, n, total * 1000.0);
+            }
+        }
+        curlt_transfer_release(t);
+        lua_remove(L, -1 - n); /* path */
+        lua_call(L, n, 0);
+        lua_pop(L, 2); /* transfer's user value, transfer */
+        ran++;
+    }
+    lua_pop(L, 1);
+    return ran;
+}
+
+/* Drives transfers for at most `timeout` seconds and runs finished calls'
+ * callbacks; the shared step of poll and wait. */
+static int cg_step(lua_State *L, cg_client *c, int client, int uv, double timeout)
+{
+    int running = 0, ran;
+    curl_multi_perform(c->multi, &running);
+    cg_collect(L, c, uv);
+    ran = cg_deliver(L, c, client, uv);
+    if (ran == 0 && running > 0 && timeout > 0 && !c->closed) {
+        curl_multi_poll(c->multi, NULL, 0, (int)(timeout * 1000.0 + 0.5), NULL);
+        if (c->multi == NULL)
+            return ran;
+        curl_multi_perform(c->multi, &running);
+        cg_collect(L, c, uv);
+        ran = cg_deliver(L, c, client, uv);
+    }
+    return ran;
+}
+
+/* client:poll(timeout?): never blocks longer than timeout (default 0). */
+static int cg_poll(lua_State *L)
+{
+    cg_client *c = cg_check(L, 1);
+    double timeout = luaL_optnumber(L, 2, 0);
+    if (c->closed || c->multi == NULL || c->pending == 0) {
+        lua_pushinteger(L, 0);
+        return 1;
+    }
+    lua_settop(L, 2);
+    compat_getuservalue(L, 1);
+    lua_pushinteger(L, cg_step(L, c, 1, 3, timeout));
+    return 1;
+}
+
+/* client:wait(timeout?): until nothing is pending or the timeout passes. */
+static int cg_wait(lua_State *L)
+{
+    cg_client *c = cg_check(L, 1);
+    double timeout = luaL_optnumber(L, 2, -1);
+    double deadline = curlt_now() + timeout;
+    int ran = 0;
+    lua_settop(L, 2);
+    compat_getuservalue(L, 1);
+    while (!c->closed && c->multi != NULL && c->pending > 0) {
+        double left = timeout < 0 ? 1.0 : deadline - curlt_now();
+        if (left <= 0)
+            break;
+        ran += cg_step(L, c, 1, 3, left > 1.0 ? 1.0 : left);
+    }
+    lua_pushinteger(L, ran);
+    return 1;
+}
+
+/* client:pending(): calls whose callback has not run yet. */
+static int cg_pending(lua_State *L)
+{
+    cg_client *c = cg_check(L, 1);
+    lua_pushinteger(L, c->pending);
+    return 1;
+}
+
+/* client:fds(): what a host reactor waits on instead of busy polling: the
+ * sockets libcurl wants read and written, and the longest wait (seconds)
+ * before client:poll(0) must run again even when no socket is ready. */
+static int cg_fds(lua_State *L)
+{
+    cg_client *c = cg_check(L, 1);
+    fd_set r, w, x;
+    int maxfd = -1, fd, nr = 0, nw = 0;
+    long ms = -1;
+    lua_newtable(L);
+    lua_newtable(L);
+    if (c->closed || c->multi == NULL) {
+        lua_pushnil(L);
+        return 3;
+    }
+    FD_ZERO(&r);
+    FD_ZERO(&w);
+    FD_ZERO(&x);
+    curl_multi_fdset(c->multi, &r, &w, &x, &maxfd);
+    for (fd = 0; fd <= maxfd; fd++) {
+        if (FD_ISSET(fd, &r)) {
+            lua_pushinteger(L, fd);
+            lua_rawseti(L, -3, ++nr);
+        }
+        if (FD_ISSET(fd, &w)) {
+            lua_pushinteger(L, fd);
+            lua_rawseti(L, -2, ++nw);
+        }
+    }
+    curl_multi_timeout(c->multi, &ms);
+    if (ms < 0)
+        lua_pushnil(L);
+    else
+        lua_pushnumber(L, (double)ms / 1000.0);
+    return 3;
+}
+
+/* ---- the OTP calls ------------------------------------------------------ */
+
+/* Where a call's argument starts: 2 for client.otp:new{...}, else 1. */
+static int cg_first_arg(lua_State *L)
+{
+    return lua_rawequal(L, 1, UP_OWNER) ? 2 : 1;
+}
+
+/* Every OTP call of a libcurl client: build, move, decode. */
+static int cg_call(lua_State *L)
+{
+    cg_client *c = (cg_client *)lua_touserdata(L, UP_CLIENT);
+    const ops_op *op = &ops_table[lua_tointeger(L, UP_OP)];
+    int arg = cg_first_arg(L), cb = 0, path, n;
+    double t0;
+    ops_check_arg(L, op, arg);
+    if (lua_type(L, arg + 1) == LUA_TFUNCTION)
+        cb = arg + 1;
+    if (c->closed)
+        return resp_error(L, op->name, "invalid", "client is closed");
+    path = lua_gettop(L) + 1;
+    if ((n = ops_build(L, op, arg)) != 0)
+        return n;
+    lua_pushvalue(L, UP_BASE);
+    lua_pushvalue(L, path);
+    lua_concat(L, 2);
+    if (cb)
+        return cg_start(L, c, op, path, cb);
+    t0 = c->debug ? curlt_now() : 0;
+    n = curlt_perform(L, c, op, lua_gettop(L), path + 1);
+    if (c->debug)
+        cg_debug(L, c, UP_CLIENT, op, path, n, (curlt_now() - t0) * 1000.0);
+    return n;
+}
+
+/* Host transport, step 1: the request table a Lua transport function gets. */
+static int cg_host_build(lua_State *L)
+{
+    cg_client *c = (cg_client *)lua_touserdata(L, UP_CLIENT);
+    const ops_op *op = &ops_table[lua_tointeger(L, UP_OP)];
+    int arg = cg_first_arg(L), path, n;
+    ops_check_arg(L, op, arg);
+    if (lua_type(L, arg + 1) == LUA_TFUNCTION)
+        luaL_error(L, "contiguity: %s: callbacks need the libcurl transport; "
+                      "a transport function runs the call itself", op->name);
+    if (c->closed)
+        return resp_error(L, op->name, "invalid", "client is closed");
+    path = lua_gettop(L) + 1;
+    if ((n = ops_build(L, op, arg)) != 0)
+        return n;
+    lua_createtable(L, 0, 6);
+    lua_pushstring(L, op->method);
+    lua_setfield(L, -2, "method");
+    lua_pushvalue(L, UP_BASE);
+    lua_pushvalue(L, path);
+    lua_concat(L, 2);
+    lua_setfield(L, -2, "url");
+    lua_pushvalue(L, path);
+    lua_setfield(L, -2, "path");
+    lua_pushvalue(L, path + 1);
+    lua_setfield(L, -2, "body");
+    lua_pushnumber(L, (double)c->timeout_ms / 1000.0);
+    lua_setfield(L, -2, "timeout");
+    lua_createtable(L, 0, 4);
+    compat_getuservalue(L, UP_CLIENT);
+    lua_getfield(L, -1, "auth");
+    lua_setfield(L, -3, "Authorization");
+    lua_getfield(L, -1, "user_agent");
+    lua_setfield(L, -3, "User-Agent");
+    lua_pop(L, 1);
+    lua_pushliteral(L, "application/json");
+    lua_setfield(L, -2, "Content-Type");
+    lua_pushliteral(L, "application/json");
+    lua_setfield(L, -2, "Accept");
+    lua_setfield(L, -2, "headers");
+    return 1;
+}
+
+/* Finds a response header by name, whatever its case. */
+static const char *cg_header(lua_State *L, int headers, const char *name)
+{
+    if (lua_type(L, headers) != LUA_TTABLE)
+        return NULL;
+    lua_pushnil(L);
+    while (lua_next(L, headers) != 0) {
+        if (lua_type(L, -2) == LUA_TSTRING && strcasecmp(lua_tostring(L, -2), name) == 0 &&
+            lua_isstring(L, -1)) {
+            const char *v = lua_tostring(L, -1);
+            lua_pop(L, 2); /* the string stays alive in the table */
+            return v;
+        }
+        lua_pop(L, 1);
+    }
+    return NULL;
+}
+
+/* Host transport, step 2: (req, status, body, headers) or (req, nil,
+ * message) from the transport function in, result or nil, err out. */
+static int cg_host_decode(lua_State *L)
+{
+    cg_client *c = (cg_client *)lua_touserdata(L, UP_CLIENT);
+    const ops_op *op = &ops_table[lua_tointeger(L, UP_OP)];
+    cg_resp_meta meta;
+    size_t len = 0;
+    const char *body, *h;
+    int n;
+    lua_settop(L, 4);
+    if (!lua_isnumber(L, 2)) {
+        const char *msg = lua_isstring(L, 3) ? lua_tostring(L, 3) : "transport failed";
+        n = resp_error(L, op->name, strstr(msg, "timeout") || strstr(msg, "timed out")
+                                        ? "timeout" : "network", msg);
+    } else {
+        body = lua_tolstring(L, 3, &len);
+        curlt_meta_reset(&meta);
+        if ((h = cg_header(L, 4, "location")) != NULL) {
+            strncpy(meta.location, h, sizeof(meta.location) - 1);
+            meta.location[sizeof(meta.location) - 1] = '\0';
+        }
+        if ((h = cg_header(L, 4, "retry-after")) != NULL)
+            meta.retry_after = atof(h);
+        if (len > c->max_response) {
+            n = resp_error(L, op->name, "decode", "response body larger than max_response_bytes");
+        } else {
+            n = resp_decode(L, op, (long)lua_tonumber(L, 2), body, len, &meta);
+        }
+    }
+    if (c->debug) {
+        lua_getfield(L, 1, "path");
+        lua_insert(L, -1 - n);
+        cg_debug(L, c, UP_CLIENT, op, -1 - n, n, -1);
+        lua_remove(L, -1 - n);
+    }
+    return n;
+}
+
+/* The call glue for a host transport, in Lua so that a transport which
+ * yields (cosockets, Skynet, copas) never has a C frame under it: Lua 5.1
+ * and LuaJIT cannot yield across a C call. */
+static const char cg_host_glue[] =
+    "local build, decode, transport = ...\n"
+    "return function(...)\n"
+    "  local req, err = build(...)\n"
+    "  if not req then return nil, err end\n"
+    "  return decode(req, transport(req))\n"
+    "end\n";
+
+/* Adds one call to the otp or reverse table at -1. */
+static void cg_add_call(lua_State *L, cg_client *c, int client, int op, const char *name)
+{
+    int owner = lua_gettop(L);
+    if (!c->host) {
+        lua_pushvalue(L, client);
+        lua_pushvalue(L, owner);
+        lua_pushinteger(L, op);
+        compat_getuservalue(L, client);
+        lua_getfield(L, -1, "base_url");
+        lua_remove(L, -2);
+        lua_pushcclosure(L, cg_call, 4);
+    } else {
+        int i;
+        if (luaL_loadbuffer(L, cg_host_glue, sizeof(cg_host_glue) - 1, "=contiguity.host") != 0)
+            lua_error(L);
+        for (i = 0; i < 2; i++) {
+            lua_pushvalue(L, client);
+            lua_pushvalue(L, owner);
+            lua_pushinteger(L, op);
+            compat_getuservalue(L, client);
+            lua_getfield(L, -1, "base_url");
+            lua_remove(L, -2);
+            lua_pushcclosure(L, i == 0 ? cg_host_build : cg_host_decode, 4);
+        }
+        compat_getuservalue(L, client);
+        lua_getfield(L, -1, "transport");
+        lua_remove(L, -2);
+        lua_call(L, 3, 1);
+    }
+    lua_setfield(L, owner, name);
+}
+
+/* ---- the client ------------------------------------------------------- */
+
+/* pcall target for close: deliver(client, uv). */
+static int cg_deliver_all(lua_State *L)
+{
+    cg_deliver(L, (cg_client *)lua_touserdata(L, 1), 1, 2);
+    return 0;
+}
+
+/* Runs every queued callback even when some raise, then raises the first
+ * error: close must deliver each cancelled call exactly once. */
+static int cg_release_deliver(lua_State *L)
+{
+    int err = 0;
+    for (;;) {
+        lua_pushcfunction(L, cg_deliver_all);
+        lua_pushvalue(L, 1);
+        lua_pushvalue(L, 2);
+        if (lua_pcall(L, 2, 0, 0) == 0)
+            break;
+        if (err == 0)
+            err = lua_gettop(L);
+        else
+            lua_pop(L, 1);
+    }
+    if (err != 0) {
+        lua_pushvalue(L, err);
+        lua_error(L);
+    }
+    return 0;
+}
+
+/* The one close: used by close(), __gc and __close; harmless twice.
+ * `deliver` runs the callbacks of cancelled calls (not from __gc). */
+static void cg_release(lua_State *L, cg_client *c, int idx, int deliver)
+{
+    if (c->closed)
+        return;
+    c->closed = 1;
+    if (c->multi != NULL) {
+        /* cancel what is in flight: detach it and queue its callback */
+        compat_getuservalue(L, idx);
+        lua_getfield(L, -1, "pending");
+        lua_getfield(L, -2, "done");
+        lua_pushnil(L);
+        while (lua_next(L, -3) != 0) {
+            cg_transfer *t = (cg_transfer *)lua_touserdata(L, -1);
+            curl_multi_remove_handle(c->multi, t->easy);
+            curlt_transfer_release(t);
+            cg_queue_push(L, lua_gettop(L) - 2);
+        }
+        lua_pop(L, 2);
+        lua_newtable(L);
+        lua_setfield(L, -2, "pending");
+        curl_multi_cleanup(c->multi);
+        c->multi = NULL;
+        if (deliver) {
+            /* every cancelled call's callback runs exactly once; a raising
+             * callback does not stop the others */
+            int uv = lua_gettop(L);
+            lua_pushcfunction(L, cg_release_deliver);
+            lua_pushvalue(L, idx);
+            lua_pushvalue(L, uv);
+            lua_call(L, 2, 0);
+        }
+        lua_pop(L, 1);
+    }
+    if (c->easy != NULL) {
+        curl_easy_cleanup(c->easy);
+        c->easy = NULL;
+    }
+    curl_slist_free_all(c->headers);
+    c->headers = NULL;
+    curlt_buf_free(&c->body);
+}
+
+static int cg_close(lua_State *L)
+{
+    cg_release(L, cg_check(L, 1), 1, 1);
+    return 0;
+}
+
+/* __gc: frees what close frees; callbacks cannot run from a finalizer. */
+static int cg_gc(lua_State *L)
+{
+    cg_release(L, (cg_client *)lua_touserdata(L, 1), 1, 0);
+    return 0;
+}
+
+static int cg_tostring(lua_State *L)
+{
+    cg_client *c = cg_check(L, 1);
+    lua_pushfstring(L, CG_CLIENT_MT " (%s)", c->closed ? "closed" : "open");
+    return 1;
+}
+
+/* client.otp is the per-client table of calls; anything else is a method. */
+static int cg_index(lua_State *L)
+{
+    const char *k = lua_tostring(L, 2);
+    if (k != NULL && strcmp(k, "otp") == 0) {
+        compat_getuservalue(L, 1);
+        lua_getfield(L, -1, "otp");
+        return 1;
+    }
+    lua_pushvalue(L, 2);
+    lua_rawget(L, lua_upvalueindex(1));
+    return 1;
+}
+
+/* ---- contiguity.new ----------------------------------------------------- */
+
+static const char *const cg_options[] = {
+    "base_url", "timeout", "connect_timeout", "user_agent", "debug", "transport",
+    "max_response_bytes", "max_connections", "cainfo", "capath", NULL};
+
+/* A header value must stay one header: no CR, LF or NUL. */
+static int cg_is_header_safe(const char *s, size_t n)
+{
+    return memchr(s, '\r', n) == NULL && memchr(s, '\n', n) == NULL && memchr(s, '\0', n) == NULL;
+}
+
+/* True when the URL's host is loopback: the only place plain http may go. */
+static int cg_is_loopback_http(const char *url)
+{
+    const char *h = url + 7, *end;
+    size_t n;
+    end = h + strcspn(h, "/?#");
+    if (memchr(h, '@', (size_t)(end - h)) != NULL)
+        return 0;
+    if (*h == '[')
+        return strncmp(h, "[::1]", 5) == 0 && (h[5] == ':' || h + 5 == end);
+    n = strcspn(h, ":/?#");
+    if (n == 9 && strncasecmp(h, "localhost", 9) == 0)
+        return 1;
+    if (n >= 7 && strncmp(h, "127.", 4) == 0) {
+        size_t i;
+        for (i = 4; i < n; i++)
+            if ((h[i] < '0' || h[i] > '9') && h[i] != '.')
+                return 0;
+        return 1;
+    }
+    return 0;
+}
+
+static double cg_opt_seconds(lua_State *L, int opts, const char *k, double def)
+{
+    double v = def;
+    lua_getfield(L, opts, k);
+    if (!lua_isnil(L, -1)) {
+        if (lua_type(L, -1) != LUA_TNUMBER || !(lua_tonumber(L, -1) > 0) ||
+            lua_tonumber(L, -1) > 86400)
+            luaL_error(L, "contiguity.new: option '%s' must be a number of seconds > 0", k);
+        v = lua_tonumber(L, -1);
+    }
+    lua_pop(L, 1);
+    return v;
+}
+
+static lua_Number cg_opt_count(lua_State *L, int opts, const char *k, lua_Number def,
+                               lua_Number lo, lua_Number hi)
+{
+    lua_Number v = def;
+    lua_getfield(L, opts, k);
+    if (!lua_isnil(L, -1)) {
+        v = lua_tonumber(L, -1);
+        if (lua_type(L, -1) != LUA_TNUMBER || v != (lua_Number)(long)v || v < lo || v > hi)
+            luaL_error(L, "contiguity.new: option '%s' must be a whole number from %d to %d", k,
+                       (int)lo, (int)hi);
+    }
+    lua_pop(L, 1);
+    return v;
+}
+
+/* Pushes option k if it is a string (or nil when absent), raising otherwise. */
+static const char *cg_opt_string(lua_State *L, int opts, const char *k)
+{
+    lua_getfield(L, opts, k);
+    if (lua_isnil(L, -1))
+        return NULL;
+    if (lua_type(L, -1) != LUA_TSTRING)
+        luaL_error(L, "contiguity.new: option '%s' must be a string", k);
+    return lua_tostring(L, -1);
+}
+
+/* contiguity.new(token?, opts?): validates everything first, then
+ * allocates the userdata (with its __gc) before acquiring any handle, so a
+ * failure at any step frees what was taken. */
+static int cg_new(lua_State *L)
+{
+    const char *token, *base, *ua;
+    size_t tlen, blen;
+    int opts, uv, client;
+    cg_client *c;
+    double timeout, connect_timeout;
+    lua_Number max_response, max_connections;
+    luaL_Buffer b;
+
+    if (lua_type(L, 1) == LUA_TTABLE && lua_isnoneornil(L, 2)) {
+        lua_pushnil(L);
+        lua_insert(L, 1);
+    }
+    lua_settop(L, 2);
+    if (!lua_isnil(L, 1) && lua_type(L, 1) != LUA_TSTRING)
+        luaL_error(L, "contiguity.new: token must be a string");
+    if (!lua_isnil(L, 2) && lua_type(L, 2) != LUA_TTABLE)
+        luaL_error(L, "contiguity.new: options must be a table");
+    if (lua_isnil(L, 2)) {
+        lua_newtable(L);
+        lua_replace(L, 2);
+    }
+    opts = 2;
+    lua_pushnil(L);
+    while (lua_next(L, opts) != 0) {
+        int i, known = 0;
+        const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+        for (i = 0; k != NULL && cg_options[i] != NULL; i++)
+            known |= strcmp(k, cg_options[i]) == 0;
+        if (!known)
+            luaL_error(L, "contiguity.new: unknown option '%s'",
+                       k ? k : luaL_typename(L, -2));
+        lua_pop(L, 1);
+    }
+
+    /* token: argument, else CONTIGUITY_API_KEY, else CONTIGUITY_TOKEN */
+    if (lua_isnil(L, 1)) {
+        const char *env = getenv("CONTIGUITY_API_KEY");
+        if (env == NULL || *env == '\0')
+            env = getenv("CONTIGUITY_TOKEN");
+        if (env == NULL || *env == '\0')
+            luaL_error(L, "contiguity.new: no token: pass one or set CONTIGUITY_API_KEY");
+        lua_pushstring(L, env);
+        lua_replace(L, 1);
+    }
+    token = lua_tolstring(L, 1, &tlen);
+    {
+        size_t i;
+        int bad = tlen <= 14 || strncmp(token, "contiguity_sk_", 14) != 0;
+        for (i = 0; i < tlen && !bad; i++)
+            bad = (unsigned char)token[i] <= ' ' || token[i] == 0x7f;
+        if (bad) /* never echo the token, not even part of it */
+            luaL_error(L, "contiguity.new: token must start with contiguity_sk_ and contain "
+                          "no spaces or control characters");
+    }
+
+    /* base_url: option, else CONTIGUITY_BASE_URL, else the real API */
+    base = cg_opt_string(L, opts, "base_url");
+    if (base == NULL) {
+        base = getenv("CONTIGUITY_BASE_URL");
+        if (base == NULL || *base == '\0')
+            base = CG_DEFAULT_BASE_URL;
+        lua_pop(L, 1);
+        lua_pushstring(L, base);
+    }
+    base = lua_tolstring(L, -1, &blen);
+    while (blen > 0 && base[blen - 1] == '/')
+        blen--;
+    lua_pushlstring(L, base, blen);
+    lua_remove(L, -2);
+    base = lua_tostring(L, -1);
+    if (!cg_is_header_safe(base, blen) || strchr(base, ' ') != NULL ||
+        !((blen > 8 && strncmp(base, "https://", 8) == 0) ||
+          (blen > 7 && strncmp(base, "http://", 7) == 0)))
+        luaL_error(L, "contiguity.new: base_url must be an http(s) URL");
+    if (strncmp(base, "http://", 7) == 0 && !cg_is_loopback_http(base))
+        luaL_error(L, "contiguity.new: plain http:// is allowed only for loopback hosts "
+                      "(127.0.0.0/8, ::1, localhost); use https://");
+    lua_setfield(L, opts, "base_url"); /* normalised, read back below */
+
+    timeout = cg_opt_seconds(L, opts, "timeout", 10);
+    connect_timeout = cg_opt_seconds(L, opts, "connect_timeout", 5);
+    max_response = cg_opt_count(L, opts, "max_response_bytes", 1024 * 1024, 1, 1e9);
+    max_connections = cg_opt_count(L, opts, "max_connections", 16, 1, 1024);
+    ua = cg_opt_string(L, opts, "user_agent");
+    if (ua != NULL && !cg_is_header_safe(ua, compat_rawlen(L, -1)))
+        luaL_error(L, "contiguity.new: option 'user_agent' must not contain CR, LF or NUL");
+    cg_opt_string(L, opts, "cainfo");
+    cg_opt_string(L, opts, "capath");
+    lua_getfield(L, opts, "debug");
+    if (!lua_isnil(L, -1) && !lua_isboolean(L, -1) && !lua_isfunction(L, -1))
+        luaL_error(L, "contiguity.new: option 'debug' must be a boolean or a function");
+    lua_getfield(L, opts, "transport");
+    if (!lua_isnil(L, -1) && !lua_isfunction(L, -1))
+        luaL_error(L, "contiguity.new: option 'transport' must be a function");
+    lua_pop(L, 5); /* ua, cainfo, capath, debug, transport: re-read from opts below */
+
+    c = (cg_client *)compat_newuserdata(L, sizeof(*c));
+    memset(c, 0, sizeof(*c));
+    client = lua_gettop(L);
+    compat_setmetatable(L, CG_CLIENT_MT);
+    c->closed = 1; /* nothing to free until the handles exist */
+    c->timeout_ms = (long)(timeout * 1000.0 + 0.5);
+    c->connect_timeout_ms = (long)(connect_timeout * 1000.0 + 0.5);
+    c->max_response = (size_t)max_response;
+    c->body.limit = c->max_response;
+    c->max_connections = (long)max_connections;
+
+    lua_createtable(L, 0, 10);
+    uv = lua_gettop(L);
+    lua_getfield(L, opts, "base_url");
+    lua_setfield(L, uv, "base_url");
+    lua_pushliteral(L, "Token ");
+    lua_pushvalue(L, 1);
+    lua_concat(L, 2);
+    lua_setfield(L, uv, "auth");
+    lua_getfield(L, opts, "debug");
+    c->debug = lua_isfunction(L, -1) ? 2 : lua_toboolean(L, -1);
+    lua_setfield(L, uv, "debug");
+    lua_getfield(L, opts, "transport");
+    c->host = !lua_isnil(L, -1);
+    lua_setfield(L, uv, "transport");
+    lua_getfield(L, opts, "cainfo");
+    lua_setfield(L, uv, "cainfo");
+    lua_getfield(L, opts, "capath");
+    lua_setfield(L, uv, "capath");
+    lua_newtable(L);
+    lua_setfield(L, uv, "pending");
+    lua_createtable(L, 0, 2);
+    lua_pushinteger(L, 1);
+    lua_setfield(L, -2, "h");
+    lua_pushinteger(L, 0);
+    lua_setfield(L, -2, "t");
+    lua_setfield(L, uv, "done");
+    {
+        const char *lua_name = COMPAT_LUA_NAME;
+        const char *sp = strchr(lua_name, ' ');
+        luaL_buffinit(L, &b);
+        luaL_addstring(&b, "contiguity-lua/" CG_VERSION " libcurl/");
+        luaL_addstring(&b, curl_version_info(CURLVERSION_NOW)->version);
+        luaL_addchar(&b, ' ');
+        luaL_addlstring(&b, lua_name, sp ? (size_t)(sp - lua_name) : strlen(lua_name));
+        if (sp != NULL) {
+            luaL_addchar(&b, '/');
+            luaL_addstring(&b, sp + 1);
+        }
+        lua_getfield(L, opts, "user_agent");
+        if (lua_isstring(L, -1)) {
+            luaL_addchar(&b, ' ');
+            luaL_addvalue(&b);
+        } else {
+            lua_pop(L, 1);
+        }
+        luaL_pushresult(&b);
+        lua_setfield(L, uv, "user_agent");
+    }
+    lua_pushvalue(L, uv);
+    compat_setuservalue(L, client);
+    c->closed = 0;
+
+    if (!c->host) {
+        static const char *const fixed[] = {"Content-Type: application/json",
+                                            "Accept: application/json", "Expect:", NULL};
+        int i;
+        struct curl_slist *l;
+        if (!curlt_global_init())
+            luaL_error(L, "contiguity.new: curl_global_init failed");
+        lua_getfield(L, uv, "auth");
+        lua_pushliteral(L, "Authorization: ");
+        lua_insert(L, -2);
+        lua_concat(L, 2);
+        c->headers = curl_slist_append(NULL, lua_tostring(L, -1));
+        lua_pop(L, 1);
+        for (i = 0; c->headers != NULL && fixed[i] != NULL; i++) {
+            l = curl_slist_append(c->headers, fixed[i]);
+            if (l == NULL)
+                break;
+            c->headers = l;
+        }
+        if (c->headers == NULL || fixed[i] != NULL)
+            luaL_error(L, "contiguity.new: out of memory");
+        c->easy = curl_easy_init();
+        lua_getfield(L, uv, "user_agent");
+        lua_getfield(L, uv, "cainfo");
+        lua_getfield(L, uv, "capath");
+        if (c->easy == NULL ||
+            !curlt_setup(c, c->easy, &c->body, &c->meta, c->errbuf, lua_tostring(L, -3),
+                         lua_tostring(L, -2), lua_tostring(L, -1)))
+            luaL_error(L, "contiguity.new: cannot set up a libcurl handle");
+        lua_pop(L, 3);
+    }
+
+    /* client.otp.{new,send,verify,resend} and client.otp.reverse.{initiate,verify,cancel} */
+    lua_createtable(L, 0, 5);
+    cg_add_call(L, c, client, OP_NEW, "new");
+    lua_getfield(L, -1, "new");
+    lua_setfield(L, -2, "send");
+    cg_add_call(L, c, client, OP_VERIFY, "verify");
+    cg_add_call(L, c, client, OP_RESEND, "resend");
+    lua_createtable(L, 0, 3);
+    cg_add_call(L, c, client, OP_R_INITIATE, "initiate");
+    cg_add_call(L, c, client, OP_R_VERIFY, "verify");
+    cg_add_call(L, c, client, OP_R_CANCEL, "cancel");
+    lua_setfield(L, -2, "reverse");
+    lua_setfield(L, uv, "otp");
+    lua_pushvalue(L, client);
+    return 1;
+}
+
+/* contiguity.version(): module, libcurl and Lua versions. */
+static int cg_version(lua_State *L)
+{
+    lua_pushliteral(L, CG_VERSION);
+    lua_pushstring(L, curl_version_info(CURLVERSION_NOW)->version);
+    lua_pushliteral(L, COMPAT_LUA_NAME);
+    return 3;
+}
+
+int luaopen_contiguity(lua_State *L)
+{
+    static const luaL_Reg methods[] = {
+        {"close", cg_close}, {"poll", cg_poll}, {"wait", cg_wait},
+        {"pending", cg_pending}, {"fds", cg_fds}, {NULL, NULL}};
+    static const luaL_Reg funcs[] = {{"new", cg_new}, {"version", cg_version}, {NULL, NULL}};
+
+    /* a private cjson instance: the host's cjson settings stay the host's */
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "cjson");
+    lua_call(L, 1, 1);
+    lua_getfield(L, -1, "new");
+    if (!lua_isfunction(L, -1))
+        return luaL_error(L, "contiguity: lua-cjson without cjson.new is not supported");
+    lua_call(L, 0, 1);
+    lua_setfield(L, LUA_REGISTRYINDEX, CG_JSON_KEY);
+    lua_pop(L, 1);
+
+    if (luaL_newmetatable(L, CG_CLIENT_MT)) {
+        lua_newtable(L);
+        compat_setfuncs(L, methods, 0);
+        lua_pushcclosure(L, cg_index, 1);
+        lua_setfield(L, -2, "__index");
+        lua_pushcfunction(L, cg_gc);
+        lua_setfield(L, -2, "__gc");
+        lua_pushcfunction(L, cg_close);
+        lua_setfield(L, -2, "__close");
+        lua_pushcfunction(L, cg_tostring);
+        lua_setfield(L, -2, "__tostring");
+        lua_pushliteral(L, CG_CLIENT_MT);
+        lua_setfield(L, -2, "__name");
+        lua_pushboolean(L, 0);
+        lua_setfield(L, -2, "__metatable");
+    }
+    lua_pop(L, 1);
+    if (luaL_newmetatable(L, CG_ERROR_MT)) {
+        lua_pushcfunction(L, resp_error_tostring);
+        lua_setfield(L, -2, "__tostring");
+        lua_pushliteral(L, CG_ERROR_MT);
+        lua_setfield(L, -2, "__name");
+    }
+    lua_pop(L, 1);
+    if (luaL_newmetatable(L, CG_TRANSFER_MT)) {
+        lua_pushcfunction(L, curlt_transfer_gc);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_pop(L, 1);
+
+    lua_newtable(L);
+    compat_setfuncs(L, funcs, 0);
+    lua_pushliteral(L, CG_VERSION);
+    lua_setfield(L, -2, "_VERSION");
+    return 1;
+}

@@ -1,0 +1,63 @@
+/* contiguity.h: the types every part of the module shares (one translation unit, see contiguity.c). */
+#ifndef CONTIGUITY_H
+#define CONTIGUITY_H
+
+#include <stddef.h>
+#include <curl/curl.h>
+#include "compat.h"
+
+#define CG_VERSION "0.1.0"
+#define CG_CLIENT_MT "contiguity.Client"
+#define CG_ERROR_MT "contiguity.Error"
+#define CG_TRANSFER_MT "contiguity.Transfer"
+#define CG_JSON_KEY "contiguity.json" /* registry: private cjson instance */
+
+/* A growable byte buffer filled from libcurl callbacks. It is malloc'd but
+ * owned by a userdata whose __gc frees it, so a Lua error never leaks it;
+ * callbacks only set `overflow`/`oom` and never raise. */
+typedef struct cg_buf {
+    char *data;
+    size_t len, cap, limit;
+    int overflow, oom;
+} cg_buf;
+
+/* What a response's headers tell us beyond the body. */
+typedef struct cg_resp_meta {
+    char location[512];
+    double retry_after; /* seconds, < 0 when absent */
+    size_t header_bytes;
+    int header_overflow;
+} cg_resp_meta;
+
+/* One operation of the API: a row of the static table in ops.c. */
+typedef struct ops_field {
+    const char *name;
+    int check;
+    int required;
+} ops_field;
+
+typedef struct ops_op {
+    const char *name;   /* "otp.new": what errors and debug lines say */
+    const char *method; /* "POST" or "GET" */
+    const char *path;   /* under base_url */
+    int by_id;          /* the argument is an otp_id string appended to path */
+    int has_body;       /* sends the params table as JSON */
+    ops_field fields[7];
+} ops_op;
+
+typedef struct cg_client {
+    CURL *easy;                  /* blocking transfers; NULL when closed or host transport */
+    CURLM *multi;                /* async transfers, created on first use */
+    struct curl_slist *headers;  /* the same for every request of this client */
+    cg_buf body;                 /* response body of the blocking transfer */
+    cg_resp_meta meta;           /* response headers of the blocking transfer */
+    long timeout_ms, connect_timeout_ms, max_connections;
+    size_t max_response;
+    int closed;
+    int debug;   /* 0 off, 1 stderr, 2 Lua function in the user value */
+    int host;    /* a Lua transport function moves the bytes */
+    int pending; /* async transfers in flight */
+    char errbuf[CURL_ERROR_SIZE];
+} cg_client;
+
+#endif

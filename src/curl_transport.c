@@ -1,0 +1,281 @@
+/* curl_transport.c: moving request bytes with libcurl, blocking (easy) and many-in-flight (multi). */
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <pthread.h>
+#include "contiguity.h"
+
+#define CURLT_MAX_HEADER_BYTES (64 * 1024)
+#define CURLT_KEEP_BUFFER (64 * 1024) /* a larger body buffer is freed after the call */
+
+static pthread_once_t curlt_once = PTHREAD_ONCE_INIT;
+static CURLcode curlt_init_rc = CURLE_OK;
+
+/* curl_global_init is not thread-safe before libcurl 7.84, and Skynet-like
+ * hosts open the module from many threads: pthread_once makes it happen
+ * exactly once per process. The two statics are written only inside it. */
+static void curlt_global_init_once(void)
+{
+    curlt_init_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+static int curlt_global_init(void)
+{
+    pthread_once(&curlt_once, curlt_global_init_once);
+    return curlt_init_rc == CURLE_OK;
+}
+
+static void curlt_buf_free(cg_buf *b)
+{
+    free(b->data);
+    b->data = NULL;
+    b->len = b->cap = 0;
+}
+
+static void curlt_buf_reset(cg_buf *b)
+{
+    if (b->cap > CURLT_KEEP_BUFFER)
+        curlt_buf_free(b);
+    b->len = 0;
+    b->overflow = b->oom = 0;
+}
+
+/* libcurl's write callback: appends, never raises; returning short makes
+ * libcurl stop the transfer with CURLE_WRITE_ERROR. */
+static size_t curlt_on_body(char *ptr, size_t size, size_t nmemb, void *ud)
+{
+    cg_buf *b = (cg_buf *)ud;
+    size_t n = size * nmemb;
+    if (n > b->limit - b->len) {
+        b->overflow = 1;
+        return 0;
+    }
+    if (b->len + n > b->cap) {
+        size_t cap = b->cap ? b->cap : 1024;
+        char *p;
+        while (cap < b->len + n)
+            cap *= 2;
+        p = (char *)realloc(b->data, cap);
+        if (p == NULL) {
+            b->oom = 1;
+            return 0;
+        }
+        b->data = p;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, ptr, n);
+    b->len += n;
+    return n;
+}
+
+/* libcurl's header callback: keeps the two headers the module acts on
+ * (Location for a refused redirect, Retry-After for 429/503) and caps the
+ * total header size. */
+static size_t curlt_on_header(char *line, size_t size, size_t nmemb, void *ud)
+{
+    cg_resp_meta *m = (cg_resp_meta *)ud;
+    size_t n = size * nmemb, vlen;
+    const char *v;
+    m->header_bytes += n;
+    if (m->header_bytes > CURLT_MAX_HEADER_BYTES) {
+        m->header_overflow = 1;
+        return 0;
+    }
+    if (n >= 5 && memcmp(line, "HTTP/", 5) == 0) { /* a new response (after 1xx) */
+        m->location[0] = '\0';
+        m->retry_after = -1;
+        return n;
+    }
+    v = memchr(line, ':', n);
+    if (v == NULL)
+        return n;
+    vlen = n - (size_t)(v + 1 - line);
+    v++;
+    while (vlen > 0 && (*v == ' ' || *v == '\t')) v++, vlen--;
+    while (vlen > 0 && (v[vlen - 1] == '\r' || v[vlen - 1] == '\n' || v[vlen - 1] == ' ')) vlen--;
+    if (n > 9 && strncasecmp(line, "location:", 9) == 0) {
+        if (vlen >= sizeof(m->location)) vlen = sizeof(m->location) - 1;
+        memcpy(m->location, v, vlen);
+        m->location[vlen] = '\0';
+    } else if (n > 12 && strncasecmp(line, "retry-after:", 12) == 0 && vlen < 64) {
+        char tmp[64];
+        char *end;
+        double secs;
+        memcpy(tmp, v, vlen);
+        tmp[vlen] = '\0';
+        secs = strtod(tmp, &end);
+        if (end == tmp) { /* an HTTP date: curl_getdate parses those */
+            time_t at = curl_getdate(tmp, NULL);
+            secs = at < 0 ? -1 : difftime(at, time(NULL));
+            if (at >= 0 && secs < 0) secs = 0;
+        }
+        m->retry_after = secs;
+    }
+    return n;
+}
+
+static void curlt_meta_reset(cg_resp_meta *m)
+{
+    m->location[0] = '\0';
+    m->retry_after = -1;
+    m->header_bytes = 0;
+    m->header_overflow = 0;
+}
+
+/* The options every transfer of a client shares, on a fresh easy handle. */
+static int curlt_setup(cg_client *c, CURL *e, cg_buf *body, cg_resp_meta *meta, char *errbuf,
+                       const char *user_agent, const char *cainfo, const char *capath)
+{
+    int bad = 0;
+    bad |= curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, curlt_on_body) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_WRITEDATA, body) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, curlt_on_header) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_HEADERDATA, meta) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_ERRORBUFFER, errbuf) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_HTTPHEADER, c->headers) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_USERAGENT, user_agent) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, c->timeout_ms) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, c->connect_timeout_ms) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L) != CURLE_OK;
+#if LIBCURL_VERSION_NUM >= 0x075500
+    bad |= curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK;
+#else
+    bad |= curl_easy_setopt(e, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS)) != CURLE_OK;
+#endif
+    if (cainfo != NULL)
+        bad |= curl_easy_setopt(e, CURLOPT_CAINFO, cainfo) != CURLE_OK;
+    if (capath != NULL)
+        bad |= curl_easy_setopt(e, CURLOPT_CAPATH, capath) != CURLE_OK;
+    return !bad;
+}
+
+/* Points a handle at one request: the per-call part of the setup. */
+static void curlt_set_request(CURL *e, const ops_op *op, const char *url, const char *body,
+                              size_t body_len, int copy_body)
+{
+    curl_easy_setopt(e, CURLOPT_URL, url);
+    if (op->method[0] == 'G') {
+        curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+        return;
+    }
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long)body_len);
+    curl_easy_setopt(e, copy_body ? CURLOPT_COPYPOSTFIELDS : CURLOPT_POSTFIELDS,
+                     body ? body : "");
+}
+
+static int curlt_is_tls_error(CURLcode rc)
+{
+    switch (rc) {
+    case CURLE_SSL_CONNECT_ERROR: case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CERTPROBLEM: case CURLE_SSL_CIPHER: case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_ENGINE_NOTFOUND: case CURLE_SSL_ENGINE_SETFAILED:
+    case CURLE_SSL_ENGINE_INITFAILED: case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH: case CURLE_SSL_INVALIDCERTSTATUS:
+    case CURLE_SSL_CRL_BADFILE: case CURLE_SSL_SHUTDOWN_FAILED: case CURLE_USE_SSL_FAILED:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+/* A transfer that ended without a complete response: which kind, whether
+ * the call may safely be made again, and the unknown outcome said plainly
+ * when a request that sends an SMS may have reached the API. */
+static int curlt_error(lua_State *L, const ops_op *op, CURL *e, CURLcode rc, const char *errbuf,
+                       const cg_buf *body, const cg_resp_meta *meta)
+{
+    const char *kind = "network";
+    const char *detail = errbuf[0] ? errbuf : curl_easy_strerror(rc);
+    long sent = 0;
+    int nothing_sent, retryable;
+    curl_easy_getinfo(e, CURLINFO_REQUEST_SIZE, &sent);
+    nothing_sent = sent == 0 || rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST ||
+                   rc == CURLE_COULDNT_RESOLVE_PROXY;
+    retryable = nothing_sent || op->by_id;
+    if (rc == CURLE_OPERATION_TIMEDOUT)
+        kind = "timeout";
+    else if (curlt_is_tls_error(rc))
+        kind = "tls", retryable = 0;
+    if (body->overflow) {
+        lua_pushfstring(L, "response body larger than max_response_bytes (%d)", (int)body->limit);
+        kind = "decode", retryable = 0;
+    } else if (meta->header_overflow) {
+        lua_pushfstring(L, "response headers larger than %d bytes", CURLT_MAX_HEADER_BYTES);
+        kind = "decode", retryable = 0;
+    } else if (body->oom) {
+        lua_pushliteral(L, "out of memory while reading the response");
+    } else if (!nothing_sent && !op->by_id) {
+        lua_pushfstring(L, "%s (outcome unknown: the request may have reached the API)", detail);
+    } else {
+        lua_pushstring(L, detail);
+    }
+    resp_error(L, op->name, kind, lua_tostring(L, -1));
+    lua_remove(L, -3);
+    resp_set_bool(L, "retryable", retryable);
+    return 2;
+}
+
+/* Ends a finished transfer: the error, or the decoded response. */
+static int curlt_finish(lua_State *L, const ops_op *op, CURL *e, CURLcode rc, const char *errbuf,
+                        const cg_buf *body, const cg_resp_meta *meta)
+{
+    long status = 0;
+    if (rc != CURLE_OK)
+        return curlt_error(L, op, e, rc, errbuf, body, meta);
+    curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
+    return resp_decode(L, op, status, body->data, body->len, meta);
+}
+
+/* The blocking transport: one reused easy handle, so consecutive calls
+ * share one keep-alive connection. Pushes the call's results. */
+static int curlt_perform(lua_State *L, cg_client *c, const ops_op *op, int url_idx, int body_idx)
+{
+    size_t body_len = 0;
+    const char *body = lua_tolstring(L, body_idx, &body_len);
+    CURLcode rc;
+    curlt_buf_reset(&c->body);
+    curlt_meta_reset(&c->meta);
+    c->errbuf[0] = '\0';
+    curlt_set_request(c->easy, op, lua_tostring(L, url_idx), body, body_len, 0);
+    rc = curl_easy_perform(c->easy);
+    return curlt_finish(L, op, c->easy, rc, c->errbuf, &c->body, &c->meta);
+}
+
+/* ---- many calls in flight: libcurl multi ---------------------------- */
+
+/* One async call. The userdata owns the easy handle and the buffers; the
+ * client's user value keeps it reachable until its callback has run. */
+typedef struct cg_transfer {
+    CURL *easy;
+    cg_buf body;
+    cg_resp_meta meta;
+    const ops_op *op;
+    CURLcode rc;
+    char errbuf[CURL_ERROR_SIZE];
+} cg_transfer;
+
+static void curlt_transfer_release(cg_transfer *t)
+{
+    if (t->easy != NULL) {
+        curl_easy_cleanup(t->easy); /* also detaches it from a multi handle */
+        t->easy = NULL;
+    }
+    curlt_buf_free(&t->body);
+}
+
+static int curlt_transfer_gc(lua_State *L)
+{
+    curlt_transfer_release((cg_transfer *)lua_touserdata(L, 1));
+    return 0;
+}
+
+static double curlt_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
