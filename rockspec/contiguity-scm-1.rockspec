@@ -1,0 +1,38 @@
+-- contiguity-scm-1.rockspec: build and install the module with luarocks.
+rockspec_format = "3.0"
+package = "contiguity"
+version = "scm-1"
+source = {
+  url = "git+file:///contiguity",
+}
+description = {
+  summary = "Contiguity one-time-password API for Lua: a C module over libcurl",
+  detailed = [[
+Send a one-time code by SMS, verify it, resend it, and run the reverse OTP
+flow, from plain Lua 5.1-5.4, LuaJIT and OpenResty. Lua tables in, JSON on
+the wire, Lua tables out; blocking, many-in-flight and host transports.
+]],
+  license = "MIT",
+}
+dependencies = {
+  "lua >= 5.1",
+  "lua-cjson",
+}
+-- Only the library is looked up: Debian keeps curl/curl.h under the
+-- multiarch include directory, which luarocks' header search misses, while
+-- the compiler finds it by itself.
+external_dependencies = {
+  CURL = { library = "curl" },
+}
+build = {
+  type = "builtin",
+  modules = {
+    -- one translation unit: contiguity.c includes the other .c files
+    contiguity = {
+      sources = { "src/contiguity.c" },
+      libraries = { "curl", "pthread" },
+      incdirs = { "$(CURL_INCDIR)" },
+      libdirs = { "$(CURL_LIBDIR)" },
+    },
+  },
+}
