@@ -27,7 +27,7 @@ SRCS       := src/contiguity.c src/ops.c src/response.c src/curl_transport.c \
               src/contiguity.h src/compat.h
 MODULE     := $(BUILD)/contiguity.so
 
-.PHONY: all build test demo sandbox clean deps install
+.PHONY: all build test valgrind demo sandbox clean deps install
 
 all: build
 build: $(MODULE)
@@ -46,6 +46,13 @@ deps:
 test: deps
 	@for v in $(LUAS); do $(MAKE) --no-print-directory build LUA=$$v || exit 1; done
 	@LUAS="$(LUAS)" PORT=$(PORT) sh spec/run
+
+# The spec suite on Lua 5.4 under valgrind: no definite leak, no invalid access.
+VALGRIND := valgrind -q --leak-check=full --errors-for-leak-kinds=definite \
+            --error-exitcode=1 --suppressions=valgrind.supp
+valgrind: deps
+	@$(MAKE) --no-print-directory build LUA=5.4
+	@LUAS=5.4 PORT=$(PORT) CONTIGUITY_UNDER_VALGRIND=1 LUA_WRAPPER="$(VALGRIND)" sh spec/run
 
 demo: deps build
 	@PORT=$(PORT) LUA_BIN=$(LUA_BIN) BUILD=$(BUILD) sh examples/run-demo.sh
