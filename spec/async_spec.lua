@@ -1,0 +1,423 @@
+-- async_spec.lua: callbacks on the libcurl multi handle (poll, wait, pending, fds, close) against the sandbox.
+local contiguity = require "contiguity"
+local sandbox = require "spec.helpers.sandbox"
+local socket = require "socket"
+
+local TOKEN = sandbox.TOKEN
+local NUMBER = "+15551234567"
+
+local function client(opts)
+  opts = opts or {}
+  if opts.base_url == nil then opts.base_url = sandbox.url() end
+  return contiguity.new(TOKEN, opts)
+end
+
+local function number(i) return string.format("+1555%07d", i) end
+
+local function params(i) return { to = number(i), language = "en", name = "MyApp" } end
+
+-- Drives c until nothing is pending; fails instead of hanging.
+local function finish(c)
+  c:wait(10)
+  assert.equals(0, c:pending())
+end
+
+-- Distinct values of field k among the logged API requests to `path`.
+local function distinct(log, path, k)
+  local set, n = {}, 0
+  for _, r in ipairs(log) do
+    if r.path == path and not set[r[k]] then set[r[k]] = true; n = n + 1 end
+  end
+  return set, n
+end
+
+-- socket.select takes objects with getfd(): wrap libcurl's raw fds.
+local function wrap(fds)
+  local out = {}
+  for i, fd in ipairs(fds) do out[i] = { getfd = function() return fd end } end
+  return out
+end
+
+describe("async calls", function()
+  before_each(function() sandbox.reset() end)
+  after_each(function() sandbox.clear_faults() end)
+
+  it("completes 200 concurrent otp.new calls with distinct otp_ids", function()
+    local c = client()
+    local ids, count, calls = {}, 0, {}
+    for i = 1, 200 do
+      calls[i] = 0
+      assert.is_true(c.otp.new(params(i), function(res, err)
+        calls[i] = calls[i] + 1
+        assert(res, tostring(err))
+        ids[i] = res.otp_id
+      end))
+    end
+    assert.equals(200, c:pending())
+    finish(c)
+    local seen = {}
+    for i = 1, 200 do
+      assert.equals(1, calls[i])
+      assert.is_string(ids[i])
+      assert.is_nil(seen[ids[i]])
+      seen[ids[i]] = true
+      count = count + 1
+      local rec = sandbox.otp(ids[i])
+      assert.equals(number(i), rec.to)
+    end
+    assert.equals(200, count)
+    assert.equals(200, #sandbox.outbox())
+    c:close()
+  end)
+
+  it("delivers each result or error exactly once when some requests fail", function()
+    local c = client()
+    sandbox.fault{ path = "/otp/new", action = "status", status = 500, times = 3 }
+    sandbox.fault{ path = "/otp/new", action = "drop" }
+    sandbox.fault{ path = "/otp/new", action = "malformed" }
+    local calls, out = {}, {}
+    for i = 1, 10 do
+      calls[i] = 0
+      c.otp.new(params(i), function(res, err)
+        calls[i] = calls[i] + 1
+        out[i] = res and "ok" or (err.kind .. (err.status and (" " .. err.status) or ""))
+        if res then assert.is_string(res.otp_id) end
+        if err then assert.equals("otp.new", err.op) end
+      end)
+    end
+    finish(c)
+    local tally = {}
+    for i = 1, 10 do
+      assert.equals(1, calls[i])
+      tally[out[i]] = (tally[out[i]] or 0) + 1
+    end
+    assert.same({ ok = 5, ["api 500"] = 3, network = 1, ["decode 200"] = 1 }, tally)
+    assert.equals(5, #sandbox.outbox())
+    c:close()
+  end)
+
+  it("reports an unreachable server through the callback", function()
+    local c = contiguity.new(TOKEN, { base_url = "http://127.0.0.1:1" })
+    local got
+    c.otp.verify({ otp_id = "otp_1", otp = "123456" }, function(res, err) got = { res, err } end)
+    finish(c)
+    assert.is_nil(got[1])
+    assert.equals("network", got[2].kind)
+    assert.is_true(got[2].retryable)
+    c:close()
+  end)
+
+  it("propagates an error raised by a callback and runs the others on the next poll", function()
+    local c = client()
+    local calls, raised = {}, false
+    for i = 1, 5 do
+      calls[i] = 0
+      c.otp.new(params(i), function(res)
+        calls[i] = calls[i] + 1
+        assert(res)
+        if not raised then raised = true; error("boom from callback") end
+      end)
+    end
+    local ok, err = pcall(c.wait, c, 10)
+    assert.is_false(ok)
+    assert.matches("boom from callback", tostring(err))
+    assert.equals(4, c:pending())
+    local total = 0
+    for _ = 1, 100 do
+      if c:pending() == 0 then break end
+      total = total + c:poll(1)
+    end
+    assert.equals(4, total)
+    for i = 1, 5 do assert.equals(1, calls[i]) end
+    c:close()
+  end)
+
+  it("propagates an error out of poll, and libcurl keeps going", function()
+    local c = client()
+    local ran = 0
+    c.otp.new(params(1), function() ran = ran + 1; error("poll boom") end)
+    c.otp.new(params(2), function() ran = ran + 1 end)
+    local caught
+    for _ = 1, 200 do
+      local ok, err = pcall(c.poll, c, 1)
+      if not ok then caught = err end
+      if c:pending() == 0 then break end
+    end
+    assert.matches("poll boom", tostring(caught))
+    assert.equals(2, ran)
+    -- the client still works, async and blocking
+    local res
+    c.otp.new(params(3), function(r) res = r end)
+    finish(c)
+    assert.is_string(res.otp_id)
+    assert.is_string(c.otp.new(params(4)).otp_id)
+    c:close()
+  end)
+
+  it("cancels calls in flight on close: each callback once, kind network, message cancelled", function()
+    sandbox.fault{ path = "/otp/new", action = "none", delay = 0.3, times = -1 }
+    local c = client()
+    local calls, errs = {}, {}
+    for i = 1, 6 do
+      calls[i] = 0
+      c.otp.new(params(i), function(res, err)
+        calls[i] = calls[i] + 1
+        assert.is_nil(res)
+        errs[i] = err
+      end)
+    end
+    c:poll(0)
+    c:poll(0)
+    c:close()
+    assert.equals(0, c:pending())
+    for i = 1, 6 do
+      assert.equals(1, calls[i])
+      assert.equals("network", errs[i].kind)
+      assert.equals("cancelled", errs[i].message)
+      assert.equals("otp.new", errs[i].op)
+    end
+    -- nothing runs twice afterwards, and the closed client says so
+    assert.equals(0, c:poll(0))
+    assert.equals(0, c:wait(0.1))
+    c:close()
+    for i = 1, 6 do assert.equals(1, calls[i]) end
+    local ok, err = c.otp.new(params(9), function() error("must not run") end)
+    assert.is_nil(ok)
+    assert.equals("invalid", err.kind)
+  end)
+
+  it("runs every cancelled callback on close even when one raises, then raises", function()
+    sandbox.fault{ path = "/otp/new", action = "none", delay = 0.3, times = -1 }
+    local c = client()
+    local ran = 0
+    for i = 1, 4 do
+      c.otp.new(params(i), function()
+        ran = ran + 1
+        if ran == 2 then error("close boom") end
+      end)
+    end
+    c:poll(0)
+    local ok, err = pcall(c.close, c)
+    assert.is_false(ok)
+    assert.matches("close boom", tostring(err))
+    assert.equals(4, ran)
+    assert.equals(0, c:pending())
+    assert.equals(0, c:poll(0))
+  end)
+
+  it("can close from inside a callback", function()
+    local c = client()
+    local first, cancelled = 0, 0
+    sandbox.fault{ path = "/otp/new", action = "none", delay = 0.3, times = 3 }
+    c.otp.verify({ otp_id = "otp_x", otp = "123456" }, function() first = first + 1; c:close() end)
+    for i = 1, 3 do
+      c.otp.new(params(i), function(_, err)
+        assert.equals("cancelled", err.message)
+        cancelled = cancelled + 1
+      end)
+    end
+    c:wait(10)
+    assert.equals(1, first)
+    assert.equals(3, cancelled)
+    assert.equals(0, c:pending())
+  end)
+
+  it("poll(0) never blocks while responses are delayed", function()
+    sandbox.fault{ path = "/otp/new", action = "none", delay = 0.3, times = -1 }
+    local c = client()
+    local done = 0
+    for i = 1, 10 do c.otp.new(params(i), function() done = done + 1 end) end
+    local ran = 0
+    local t0 = socket.gettime()
+    for _ = 1, 100 do ran = ran + c:poll(0) end
+    local elapsed = socket.gettime() - t0
+    assert.equals(0, ran)
+    assert.equals(10, c:pending())
+    assert.is_true(elapsed < 0.15, ("100 x poll(0) took %.3f s"):format(elapsed))
+    -- poll(t) returns within about t when nothing is ready
+    t0 = socket.gettime()
+    assert.equals(0, c:poll(0.05))
+    elapsed = socket.gettime() - t0
+    assert.is_true(elapsed < 0.25, ("poll(0.05) took %.3f s"):format(elapsed))
+    finish(c)
+    assert.equals(10, done)
+    c:close()
+  end)
+
+  it("wait(timeout) returns when the timeout passes", function()
+    sandbox.fault{ path = "/otp/new", action = "none", delay = 0.5, times = -1 }
+    local c = client()
+    local done = 0
+    c.otp.new(params(1), function() done = done + 1 end)
+    local t0 = socket.gettime()
+    assert.equals(0, c:wait(0.1))
+    assert.is_true(socket.gettime() - t0 < 0.4)
+    assert.equals(1, c:pending())
+    assert.equals(1, c:wait())
+    assert.equals(1, done)
+    c:close()
+  end)
+
+  it("reuses connections and keeps to max_connections", function()
+    local c = client{ max_connections = 4 }
+    local ok = 0
+    for i = 1, 50 do
+      c.otp.new(params(i), function(res) if res then ok = ok + 1 end end)
+    end
+    finish(c)
+    assert.equals(50, ok)
+    local log = sandbox.requests()
+    local first, n = distinct(log, "/otp/new", "connection")
+    assert.is_true(n <= 4, n .. " connections for max_connections = 4")
+    -- a second batch goes over the same pooled connections
+    for i = 51, 70 do
+      c.otp.new(params(i), function(res) if res then ok = ok + 1 end end)
+    end
+    finish(c)
+    assert.equals(70, ok)
+    log = sandbox.requests()
+    assert.equals(70, #log)
+    for _, r in ipairs(log) do assert.is_true(first[r.connection], "new connection " .. r.connection) end
+    c:close()
+  end)
+
+  it("refuses invalid params with nil, err and never calls back", function()
+    local c = client()
+    local ran = false
+    local ok, err = c.otp.new({ to = "12345", language = "en", name = "A" }, function() ran = true end)
+    assert.is_nil(ok)
+    assert.equals("invalid", err.kind)
+    assert.equals("to", err.field)
+    ok, err = c.otp.verify({ otp_id = "otp_1", otp = 123456 }, function() ran = true end)
+    assert.is_nil(ok)
+    assert.equals("invalid", err.kind)
+    assert.equals(0, c:pending())
+    assert.equals(0, c:wait(0.1))
+    assert.is_false(ran)
+    assert.equals(0, #sandbox.requests())
+    c:close()
+  end)
+
+  it("runs reverse.verify(id, cb) and the other calls with a callback", function()
+    local c = client()
+    local s = assert(c.otp.reverse.initiate{ number = NUMBER, factor = "4321" })
+    local st, sent, resent
+    assert.is_true(c.otp.reverse.verify(s.otp_id, function(res, err) st = assert(res, tostring(err)) end))
+    assert.is_true(c.otp.send(params(1), function(res, err) sent = assert(res, tostring(err)) end))
+    finish(c)
+    assert.equals("pending", st.status)
+    assert.is_true(c.otp:resend({ otp_id = sent.otp_id }, function(res, err) resent = assert(res, tostring(err)) end))
+    finish(c)
+    assert.is_true(resent.resent)
+    local _, n = distinct(sandbox.requests(), "/otp/reverse/verify/" .. sandbox.escape(s.otp_id), "method")
+    assert.equals(1, n)
+    c:close()
+  end)
+
+  it("fds() returns the sockets and a timeout while calls are in flight", function()
+    local c = client()
+    local r, w, t = c:fds()
+    assert.same({}, r)
+    assert.same({}, w)
+    assert.is_nil(t)
+    sandbox.fault{ path = "/otp/new", action = "none", delay = 0.2, times = -1 }
+    local done = 0
+    for i = 1, 3 do c.otp.new(params(i), function(res) assert(res); done = done + 1 end) end
+    r, w, t = c:fds()
+    assert.is_table(r)
+    assert.is_table(w)
+    assert.is_number(t)
+    c:poll(0)
+    local polls, saw_fd = 0, false
+    while c:pending() > 0 and polls < 1000 do
+      r, w, t = c:fds()
+      if #r + #w > 0 then saw_fd = true end
+      for _, fd in ipairs(r) do assert.is_number(fd) end
+      socket.select(wrap(r), wrap(w), t or 1)
+      c:poll(0)
+      polls = polls + 1
+    end
+    assert.is_true(saw_fd)
+    assert.equals(3, done)
+    -- select woke up for events, not a busy loop: far fewer than one per ms
+    assert.is_true(polls < 100, polls .. " polls")
+    c:close()
+    r, w, t = c:fds()
+    assert.same({}, r)
+    assert.is_nil(t)
+  end)
+
+  it("keeps working for blocking calls between and inside async ones", function()
+    local c = client()
+    local async = {}
+    for i = 1, 5 do c.otp.new(params(i), function(res) async[#async + 1] = res.otp_id end) end
+    local res = assert(c.otp.new(params(6)))
+    assert.is_string(res.otp_id)
+    local inner
+    c.otp.new(params(7), function(r)
+      inner = assert(c.otp.verify{ otp_id = r.otp_id, otp = "000000" })
+    end)
+    finish(c)
+    assert.equals(5, #async)
+    assert.is_false(inner.verified)
+    assert.is_string(assert(c.otp.new(params(8))).otp_id)
+    c:close()
+  end)
+
+  it("lets callbacks start new async calls", function()
+    local c = client()
+    local verified = {}
+    for i = 1, 10 do
+      c.otp.new(params(i), function(res, err)
+        assert(res, tostring(err))
+        local code = sandbox.last_code(number(i))
+        assert.is_true(c.otp.verify({ otp_id = res.otp_id, otp = code }, function(v, e)
+          verified[i] = assert(v, tostring(e)).verified
+        end))
+      end)
+    end
+    local ran = c:wait(10)
+    assert.equals(20, ran)
+    assert.equals(0, c:pending())
+    for i = 1, 10 do assert.is_true(verified[i]) end
+    c:close()
+  end)
+
+  it("writes debug lines for async calls", function()
+    local lines = {}
+    local c = client{ debug = function(line) lines[#lines + 1] = line end }
+    sandbox.fault{ path = "/otp/verify", action = "status", status = 500 }
+    c.otp.new(params(1), function() end)
+    c.otp.verify({ otp_id = "otp_1", otp = "123456" }, function() end)
+    finish(c)
+    assert.equals(2, #lines)
+    table.sort(lines)
+    assert.matches("^contiguity: otp%.new POST /otp/new %-> ok %(request [%w_%-]+%) [%d.]+ ms$", lines[1])
+    assert.matches("^contiguity: otp%.verify POST /otp/verify %-> api 500 ", lines[2])
+    for _, l in ipairs(lines) do assert.not_matches(TOKEN, l, 1, true) end
+    c:close()
+  end)
+
+  it("poll, wait, pending and fds are harmless on a client that never went async", function()
+    local c = client()
+    assert.equals(0, c:pending())
+    assert.equals(0, c:poll(0))
+    assert.equals(0, c:poll(0.01))
+    assert.equals(0, c:wait(0.01))
+    assert.equals(0, c:wait())
+    c:close()
+  end)
+
+  it("frees in-flight transfers when an unclosed client is collected", function()
+    sandbox.fault{ path = "/otp/new", action = "none", delay = 0.3, times = -1 }
+    local ran = false
+    do
+      local c = client()
+      for i = 1, 3 do c.otp.new(params(i), function() ran = true end) end
+      c:poll(0)
+    end
+    collectgarbage()
+    collectgarbage()
+    assert.is_false(ran)
+  end)
+end)
