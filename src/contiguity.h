@@ -29,6 +29,14 @@ typedef struct cg_resp_meta {
     int header_overflow;
 } cg_resp_meta;
 
+/* OPF_IDEMPOTENT: making the call twice is harmless, so it may be retried
+ * after the request reached the API (502/503/504, read timeout).
+ * OPF_SENDS_SMS: the call sends a message that costs money and reaches a
+ * person; it goes on a fresh connection so that libcurl's own silent retry
+ * on a reused connection can never send it twice. */
+#define OPF_IDEMPOTENT 1
+#define OPF_SENDS_SMS 2
+
 /* One operation of the API: a row of the static table in ops.c. */
 typedef struct ops_field {
     const char *name;
@@ -42,6 +50,7 @@ typedef struct ops_op {
     const char *path;   /* under base_url */
     int by_id;          /* the argument is an otp_id string appended to path */
     int has_body;       /* sends the params table as JSON */
+    int flags;          /* OPF_* below */
     ops_field fields[7];
 } ops_op;
 
@@ -52,6 +61,9 @@ typedef struct cg_client {
     cg_buf body;                 /* response body of the blocking transfer */
     cg_resp_meta meta;           /* response headers of the blocking transfer */
     long timeout_ms, connect_timeout_ms, max_connections;
+    int max_retries;
+    double deadline;     /* seconds for a whole call, retries and waits included */
+    unsigned int rng;    /* backoff jitter: per client, no shared state */
     size_t max_response;
     int closed;
     int debug;   /* 0 off, 1 stderr, 2 Lua function in the user value */
