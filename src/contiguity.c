@@ -541,13 +541,16 @@ static int cg_release_deliver(lua_State *L)
 }
 
 /* The one close: used by close(), __gc and __close; harmless twice.
- * `deliver` runs the callbacks of cancelled calls (not from __gc). */
+ * `deliver` runs the callbacks of cancelled calls (not from __gc). Every
+ * handle is freed before the first callback runs: a callback that raises
+ * leaves `closed` set, so nothing later would free them. */
 static void cg_release(lua_State *L, cg_client *c, int idx, int deliver)
 {
+    int had_multi = c->multi != NULL;
     if (c->closed)
         return;
     c->closed = 1;
-    if (c->multi != NULL) {
+    if (had_multi) {
         /* cancel what is in flight: detach it and queue its callback */
         compat_getuservalue(L, idx);
         lua_getfield(L, -1, "pending");
@@ -564,6 +567,15 @@ static void cg_release(lua_State *L, cg_client *c, int idx, int deliver)
         lua_setfield(L, -2, "pending");
         curl_multi_cleanup(c->multi);
         c->multi = NULL;
+    }
+    if (c->easy != NULL) {
+        curl_easy_cleanup(c->easy);
+        c->easy = NULL;
+    }
+    curl_slist_free_all(c->headers);
+    c->headers = NULL;
+    curlt_buf_free(&c->body);
+    if (had_multi) {
         if (deliver) {
             /* every cancelled call's callback runs exactly once; a raising
              * callback does not stop the others */
@@ -575,13 +587,6 @@ static void cg_release(lua_State *L, cg_client *c, int idx, int deliver)
         }
         lua_pop(L, 1);
     }
-    if (c->easy != NULL) {
-        curl_easy_cleanup(c->easy);
-        c->easy = NULL;
-    }
-    curl_slist_free_all(c->headers);
-    c->headers = NULL;
-    curlt_buf_free(&c->body);
 }
 
 static int cg_close(lua_State *L)
