@@ -232,22 +232,25 @@ static int cg_deliver(lua_State *L, cg_client *c, int client, int uv)
 }
 
 /* Drives transfers for at most `timeout` seconds and runs finished calls'
- * callbacks; the shared step of poll and wait. */
+ * callbacks; the shared step of poll and wait. It keeps waiting until a
+ * callback ran or the time is up: one socket event (a connect, half a
+ * response) is no reason to return early and make the caller spin. */
 static int cg_step(lua_State *L, cg_client *c, int client, int uv, double timeout)
 {
+    double deadline = curlt_now() + timeout, left;
     int running = 0, ran;
-    curl_multi_perform(c->multi, &running);
-    cg_collect(L, c, uv);
-    ran = cg_deliver(L, c, client, uv);
-    if (ran == 0 && running > 0 && timeout > 0 && !c->closed) {
-        curl_multi_poll(c->multi, NULL, 0, (int)(timeout * 1000.0 + 0.5), NULL);
-        if (c->multi == NULL)
-            return ran;
+    for (;;) {
         curl_multi_perform(c->multi, &running);
         cg_collect(L, c, uv);
         ran = cg_deliver(L, c, client, uv);
+        if (ran > 0 || running == 0 || c->closed || !(timeout > 0))
+            return ran;
+        left = deadline - curlt_now();
+        if (left <= 0)
+            return 0;
+        /* whole ms rounded up, so a short wait never turns into a spin */
+        curl_multi_poll(c->multi, NULL, 0, left > 1.0 ? 1000 : (int)(left * 1000.0) + 1, NULL);
     }
-    return ran;
 }
 
 /* client:poll(timeout?): never blocks longer than timeout (default 0). */
@@ -265,7 +268,8 @@ static int cg_poll(lua_State *L)
     return 1;
 }
 
-/* client:wait(timeout?): until nothing is pending or the timeout passes. */
+/* client:wait(timeout?): until nothing is pending or the timeout passes;
+ * wait(0) still runs what is ready, like poll(0). */
 static int cg_wait(lua_State *L)
 {
     cg_client *c = cg_check(L, 1);
@@ -276,9 +280,9 @@ static int cg_wait(lua_State *L)
     compat_getuservalue(L, 1);
     while (!c->closed && c->multi != NULL && c->pending > 0) {
         double left = timeout < 0 ? 1.0 : deadline - curlt_now();
-        if (left <= 0)
+        ran += cg_step(L, c, 1, 3, left > 1.0 ? 1.0 : left > 0 ? left : 0);
+        if (timeout >= 0 && curlt_now() >= deadline)
             break;
-        ran += cg_step(L, c, 1, 3, left > 1.0 ? 1.0 : left);
     }
     lua_pushinteger(L, ran);
     return 1;
