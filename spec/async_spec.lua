@@ -244,6 +244,19 @@ describe("async calls", function()
     c:close()
   end)
 
+  it("poll(t) keeps waiting until a callback ran, not just until a socket event", function()
+    sandbox.fault{ path = "/otp/new", action = "none", delay = 0.2, times = -1 }
+    local c = client()
+    local done = 0
+    c.otp.new(params(1), function() done = done + 1 end)
+    local t0 = socket.gettime()
+    assert.equals(1, c:poll(5))
+    local elapsed = socket.gettime() - t0
+    assert.equals(1, done)
+    assert.is_true(elapsed >= 0.15 and elapsed < 3, ("poll(5) took %.3f s"):format(elapsed))
+    c:close()
+  end)
+
   it("wait(timeout) returns when the timeout passes", function()
     sandbox.fault{ path = "/otp/new", action = "none", delay = 0.5, times = -1 }
     local c = client()
