@@ -23,6 +23,7 @@ dependencies = {
 -- the compiler finds it by itself.
 external_dependencies = {
   CURL = { library = "curl" },
+  OPENSSL = { library = "crypto" }, -- libcrypto: HMAC-SHA256 for contiguity.webhook
 }
 build = {
   type = "builtin",
@@ -30,9 +31,9 @@ build = {
     -- one translation unit: contiguity.c includes the other .c files
     contiguity = {
       sources = { "src/contiguity.c" },
-      libraries = { "curl", "pthread" },
-      incdirs = { "$(CURL_INCDIR)" },
-      libdirs = { "$(CURL_LIBDIR)" },
+      libraries = { "curl", "crypto", "pthread" },
+      incdirs = { "$(CURL_INCDIR)", "$(OPENSSL_INCDIR)" },
+      libdirs = { "$(CURL_LIBDIR)", "$(OPENSSL_LIBDIR)" },
     },
   },
 }

@@ -13,6 +13,7 @@
 #include "response.c"
 #include "ops.c"
 #include "curl_transport.c"
+#include "webhook.c"
 
 #define CG_DEFAULT_BASE_URL "https://api.contiguity.com"
 
@@ -976,5 +977,6 @@ int luaopen_contiguity(lua_State *L)
     compat_setfuncs(L, funcs, 0);
     lua_pushliteral(L, CG_VERSION);
     lua_setfield(L, -2, "_VERSION");
+    wh_open(L);
     return 1;
 }
