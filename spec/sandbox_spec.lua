@@ -74,6 +74,7 @@ local function keepalive()
     return status, assert(c:receive(len))
   end
   function self.close() c:close() end
+  self.sock = c
   return self
 end
 
@@ -100,6 +101,18 @@ local function assert_error(status, res, want_status, want_message)
 end
 
 local function last(t) return t[#t] end
+
+-- Runs a shell command; returns its stdout and exit code (portable across
+-- Lua 5.1-5.4, whose os.execute results differ).
+local function sh(cmd)
+  local p = assert(io.popen(cmd .. " 2>/dev/null; echo \"rc=$?\""))
+  local out = p:read("*a")
+  p:close()
+  local body, rc = out:match("^(.*)rc=(%d+)%s*$")
+  return body, tonumber(rc)
+end
+
+local function quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
 
 describe("sandbox", function()
   before_each(function()
@@ -534,10 +547,155 @@ describe("sandbox", function()
       assert.are.equal(1, sandbox.faults()[1].remaining)
     end)
 
+    it("sets Location and Retry-After on a status fault, verbatim", function()
+      sandbox.fault({ path = "/otp/new", status = 302,
+                      headers = { Location = "/elsewhere?x=1", ["Retry-After"] = "Wed, 21 Oct 2037 07:28:00 GMT" } })
+      sandbox.fault({ path = "/otp/new", status = 301, headers = { Location = "https://evil.example/otp/new" } })
+      local r = raw("POST", "/otp/new", '{"to":"+15551234567","language":"en","name":"Acme"}')
+      assert.are.equal(302, r.status)
+      assert.are.equal("/elsewhere?x=1", r.headers["location"])
+      assert.are.equal("Wed, 21 Oct 2037 07:28:00 GMT", r.headers["retry-after"])
+      r = raw("POST", "/otp/new", '{"to":"+15551234567","language":"en","name":"Acme"}')
+      assert.are.equal(301, r.status)
+      assert.are.equal("https://evil.example/otp/new", r.headers["location"])
+      assert.are.equal(0, #sandbox.outbox())
+    end)
+
+    it("drop_after_read reads the whole POST on a reused connection, then closes without a byte", function()
+      sandbox.fault({ path = "/otp/new", action = "drop_after_read" })
+      local c = keepalive()
+      assert.are.equal(404, (c.request("POST", "/otp/verify", '{"otp_id":"otp_x","otp":"1"}')))
+      -- a body far larger than a socket buffer: the server must read it all
+      local body = '{"to":"+15551234567","language":"en","name":"Acme","pad":"' .. string.rep("x", 512 * 1024) .. '"}'
+      raw_send(c.sock, "POST", "/otp/new",
+               { Authorization = "Token " .. sandbox.TOKEN, ["Content-Type"] = "application/json" }, body)
+      local data, err, partial = c.sock:receive("*a")
+      c.close()
+      assert.is_nil(data)
+      assert.are.equal("closed", err)
+      assert.are.equal("", partial)
+      local log = sandbox.requests()
+      assert.are.equal(2, #log)
+      assert.are.same({ "POST", "/otp/new", 444 }, { log[2].method, log[2].path, log[2].status })
+      assert.are.equal(log[1].connection, log[2].connection)
+      assert.are.equal(log[1].connection_requests + 1, log[2].connection_requests)
+      assert.are.equal(0, #sandbox.outbox())
+    end)
+
+    it("drop also reads the request body before closing", function()
+      sandbox.fault({ path = "/otp/new", action = "drop" })
+      local body = '{"to":"+15551234567","pad":"' .. string.rep("y", 512 * 1024) .. '"}'
+      local r = raw("POST", "/otp/new", body)
+      assert.are.equal("", r.bytes)
+      assert.are.equal("closed", r.err)
+      assert.are.equal(1, #sandbox.requests())
+    end)
+
+    it("streams a large body of spaces then {} with its Content-Length", function()
+      local size = 3 * 1024 * 1024 + 7
+      sandbox.fault({ path = "/otp/verify", action = "large", size = size })
+      local c = keepalive()
+      local status, head = nil, {}
+      raw_send(c.sock, "POST", "/otp/verify",
+               { Authorization = "Token " .. sandbox.TOKEN, ["Content-Type"] = "application/json" }, "{}")
+      status = tonumber(assert(c.sock:receive("*l")):match("^HTTP/1%.1 (%d+)"))
+      while true do
+        local line = assert(c.sock:receive("*l"))
+        if line == "" then break end
+        local k, v = line:match("^([^:]+):%s*(.*)$")
+        head[k:lower()] = v
+      end
+      assert.are.equal(200, status)
+      assert.are.equal(tostring(size), head["content-length"])
+      local got, spaces_only, tail = 0, true, ""
+      while got < size do
+        local chunk = assert(c.sock:receive(math.min(65536, size - got)))
+        got = got + #chunk
+        tail = (tail .. chunk):sub(-2)
+        if got < size - 2 and chunk:find("[^ ]") then spaces_only = false end
+      end
+      c.close()
+      assert.are.equal(size, got)
+      assert.is_true(spaces_only)
+      assert.are.equal("{}", tail)
+      assert.are.equal(200, last(sandbox.requests()).status)
+    end)
+
+    it("streams 100 MB chunked when length = false, and survives a client that hangs up", function()
+      sandbox.fault({ path = "/otp/verify", action = "large", size = 100 * 1024 * 1024, length = false })
+      local out, rc = sh("curl -sS -o /dev/null -w '%{http_code} %{size_download}' -X POST"
+        .. " -H 'Authorization: Token " .. sandbox.TOKEN .. "' -H 'Content-Type: application/json'"
+        .. " -d '{}' " .. quote(sandbox.url() .. "/otp/verify"))
+      assert.are.equal(0, rc)
+      assert.are.equal("200 " .. (100 * 1024 * 1024), out)
+      -- a client that reads the head and leaves: the sandbox carries on
+      sandbox.fault({ path = "/otp/verify", action = "large", size = 100 * 1024 * 1024 })
+      local c = keepalive()
+      raw_send(c.sock, "POST", "/otp/verify",
+               { Authorization = "Token " .. sandbox.TOKEN, ["Content-Type"] = "application/json" }, "{}")
+      assert.matches("^HTTP/1%.1 200", assert(c.sock:receive("*l")))
+      c.close()
+      assert.are.equal(404, (api("POST", "/otp/verify", { otp_id = "otp_x", otp = "1" })))
+    end)
+
+    it("rejects a large fault without a valid size, and size on other actions", function()
+      assert.are.equal(400, (sandbox.control("POST", "/_sandbox/faults", { path = "/otp/new", action = "large" })))
+      assert.are.equal(400, (sandbox.control("POST", "/_sandbox/faults", { path = "/otp/new", action = "large", size = -1 })))
+      assert.are.equal(400, (sandbox.control("POST", "/_sandbox/faults", { path = "/otp/new", action = "large", size = 1.5 })))
+      assert.are.equal(400, (sandbox.control("POST", "/_sandbox/faults", { path = "/otp/new", action = "drop", size = 10 })))
+      assert.are.same({}, sandbox.faults())
+    end)
+
     it("rejects invalid fault specs", function()
       assert.are.equal(400, (sandbox.control("POST", "/_sandbox/faults", { action = "drop" })))
       assert.are.equal(400, (sandbox.control("POST", "/_sandbox/faults", { path = "/otp/new", action = "explode" })))
       assert.are.equal(400, (sandbox.control("POST", "/_sandbox/faults", { path = "/otp/new", times = 0 })))
+    end)
+  end)
+
+  describe("HTTPS listener", function()
+    local function curl_tls(url, extra)
+      return sh("curl -sS -o /dev/null -w '%{http_code}' " .. (extra or "") .. " " .. quote(url))
+    end
+
+    it("serves the same app with a certificate for IP:127.0.0.1 signed by the sandbox CA", function()
+      assert.matches("^https://127%.0%.0%.1:%d+$", sandbox.tls_url())
+      local out, rc = curl_tls(sandbox.tls_url() .. "/_sandbox/health", "--cacert " .. quote(sandbox.ca_file()))
+      assert.are.equal(0, rc)
+      assert.are.equal("200", out)
+    end)
+
+    it("fails verification for localhost (wrong hostname) and without the CA", function()
+      local port = sandbox.tls_url():match(":(%d+)$")
+      local _, rc = curl_tls("https://localhost:" .. port .. "/_sandbox/health", "--cacert " .. quote(sandbox.ca_file()))
+      assert.are.equal(60, rc) -- CURLE_PEER_FAILED_VERIFICATION
+      _, rc = curl_tls(sandbox.tls_url() .. "/_sandbox/health") -- the system CAs do not know it
+      assert.are.equal(60, rc)
+    end)
+
+    it("shares state with the plain listener (LuaSec client, CA verified)", function()
+      local https = require("ssl.https")
+      local chunks = {}
+      local body = cjson.encode({ to = PHONE, language = "en", name = "Acme" })
+      local ok, status = https.request({
+        url = sandbox.tls_url() .. "/otp/new", method = "POST",
+        headers = { ["Authorization"] = "Token " .. sandbox.TOKEN, ["Content-Type"] = "application/json",
+                    ["Content-Length"] = tostring(#body) },
+        source = require("ltn12").source.string(body), sink = require("ltn12").sink.table(chunks),
+        cafile = sandbox.ca_file(), verify = "peer", protocol = "any",
+      })
+      assert.are.equal(1, ok)
+      assert.are.equal(200, status)
+      local otp_id = cjson.decode(table.concat(chunks)).data.otp_id
+      local code, id = sandbox.last_code(PHONE)
+      assert.are.equal(otp_id, id)
+      assert.matches("^%d%d%d%d%d%d$", code)
+      assert.are.equal("/otp/new", last(sandbox.requests()).path)
+      -- LuaSec with verification and no CA refuses the handshake
+      local nok, err = https.request({ url = sandbox.tls_url() .. "/_sandbox/health", verify = "peer",
+                                       cafile = "/dev/null", protocol = "any" })
+      assert.is_nil(nok)
+      assert.is_string(err)
     end)
   end)
 

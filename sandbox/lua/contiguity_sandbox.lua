@@ -59,13 +59,34 @@ local function truncate(body, headers)
   ngx.exit(444)
 end
 
+-- A 200 whose body is `size` bytes (spaces, then "{}" when size >= 2),
+-- streamed in 64 KiB chunks so no more than one chunk is ever held; stops
+-- when the client goes away. Content-Length is sent unless length = false
+-- (then the body is chunked).
+local LARGE_CHUNK = 64 * 1024
+local large_spaces = string.rep(" ", LARGE_CHUNK)
+local function large(size, length)
+  ngx.status = 200
+  ngx.header["Content-Type"] = "application/json"
+  if length ~= false then ngx.header["Content-Length"] = size end
+  local tail = size >= 2 and "{}" or string.rep(" ", size)
+  local left = size - #tail
+  while left > 0 do
+    local n = left < LARGE_CHUNK and left or LARGE_CHUNK
+    local ok = ngx.print(n == LARGE_CHUNK and large_spaces or large_spaces:sub(1, n))
+    if not ok or not ngx.flush(true) then return ngx.exit(444) end
+    left = left - n
+  end
+  ngx.print(tail)
+end
+
 -- Applies a fault; returns true when the request has been fully handled.
 local function apply_fault(f, method, uri)
   if f.delay > 0 then ngx.sleep(f.delay) end
   local action = f.action
   if action == "none" then return false end
   ngx.req.read_body()
-  if action == "drop" then
+  if action == "drop" or action == "drop_after_read" then
     store.log_request(method, uri, 444)
     return ngx.exit(444) or true
   elseif action == "status" then
@@ -74,6 +95,9 @@ local function apply_fault(f, method, uri)
   elseif action == "malformed" then
     store.log_request(method, uri, 200)
     send(200, '{"id":"req_x","data":{', f.headers)
+  elseif action == "large" then
+    store.log_request(method, uri, 200)
+    large(f.size, f.length)
   elseif action == "truncate" then
     -- The request is really processed (side effects happen); the response is cut.
     local status, data = api.route(method, (uri:gsub("%?.*$", "")))

@@ -14,6 +14,38 @@ function M.url()
   return (u:gsub("/+$", ""))
 end
 
+-- The sandbox's runtime prefix, where sandbox/start leaves ca.pem and tls_url.
+local function prefix()
+  local port = M.url():match(":(%d+)$") or "8931"
+  local tmp = os.getenv("TMPDIR")
+  if not tmp or tmp == "" then tmp = "/tmp" end
+  return tmp .. "/contiguity-sandbox." .. port
+end
+
+local function read_line(path)
+  local f = io.open(path, "r")
+  if not f then return nil end
+  local line = f:read("*l")
+  f:close()
+  return line
+end
+
+-- The HTTPS base URL of the same sandbox (its certificate names only
+-- IP:127.0.0.1): CONTIGUITY_SANDBOX_TLS_URL, else what sandbox/start wrote.
+function M.tls_url()
+  local u = os.getenv("CONTIGUITY_SANDBOX_TLS_URL")
+  if not u or u == "" then u = read_line(prefix() .. "/tls_url") end
+  assert(u and u ~= "", "no HTTPS sandbox: " .. prefix() .. "/tls_url is missing")
+  return (u:gsub("/+$", ""))
+end
+
+-- The throwaway CA (PEM file) that signed the sandbox's HTTPS certificate.
+function M.ca_file()
+  local p = os.getenv("CONTIGUITY_SANDBOX_CA")
+  if not p or p == "" then p = prefix() .. "/ca.pem" end
+  return p
+end
+
 local function escape(s)
   return (tostring(s):gsub("[^%w%-%._~]", function(c) return string.format("%%%02X", c:byte()) end))
 end

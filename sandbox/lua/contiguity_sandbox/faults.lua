@@ -9,7 +9,12 @@ local decode, encode = util.decode, util.encode
 
 local M = {}
 
-local ACTIONS = { status = true, drop = true, truncate = true, malformed = true, none = true }
+-- drop and drop_after_read are the same action: both read the whole
+-- request body, log the request, then close without answering a byte.
+local ACTIONS = { status = true, drop = true, drop_after_read = true, truncate = true,
+                  malformed = true, none = true, large = true }
+local ACTION_NAMES = "status, drop, drop_after_read, truncate, malformed, large, none"
+local LARGE_MAX = 16 * 1024 * 1024 * 1024
 
 local cache = {} -- raw JSON -> decoded spec (per worker)
 
@@ -33,7 +38,16 @@ function M.add(t)
   local delay = t.delay == nil and 0 or t.delay
   if type(delay) ~= "number" or delay < 0 then return nil, "delay must be a number of seconds >= 0" end
   local action = t.action == nil and "status" or t.action
-  if not ACTIONS[action] then return nil, "action must be one of status, drop, truncate, malformed, none" end
+  if not ACTIONS[action] then return nil, "action must be one of " .. ACTION_NAMES end
+  local size = t.size
+  if action == "large" then
+    if type(size) ~= "number" or size % 1 ~= 0 or size < 0 or size > LARGE_MAX then
+      return nil, "size must be a whole number of bytes from 0 to " .. LARGE_MAX
+    end
+  elseif size ~= nil then
+    return nil, "size applies only to action large"
+  end
+  if t.length ~= nil and type(t.length) ~= "boolean" then return nil, "length must be a boolean" end
   local status = t.status == nil and (action == "status" and 500 or nil) or t.status
   if status ~= nil and (type(status) ~= "number" or status % 1 ~= 0 or status < 100 or status > 599) then
     return nil, "status must be an integer HTTP status"
@@ -51,7 +65,8 @@ function M.add(t)
   end
   local id = dict:incr("fault:n", 1, 0)
   local f = { id = id, path = t.path, method = t.method and t.method:upper() or nil, times = times,
-              delay = delay, action = action, status = status, body = t.body, headers = headers }
+              delay = delay, action = action, status = status, body = t.body, headers = headers,
+              size = size, length = t.length }
   dict:set("fault_left:" .. id, times)
   dict:set("fault:" .. id, encode(f))
   f.remaining = times
