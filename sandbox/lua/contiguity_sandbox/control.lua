@@ -5,6 +5,7 @@ local util = require("contiguity_sandbox.util")
 local store = require("contiguity_sandbox.store")
 local faults = require("contiguity_sandbox.faults")
 local api = require("contiguity_sandbox.api")
+local webhook = require("contiguity_sandbox.webhook")
 
 local encode, encode_list = util.encode, util.encode_list
 
@@ -88,7 +89,9 @@ routes["/_sandbox/inbound"] = { POST = function()
   local id = store.find_session(b.from, to, util.trim(b.body))
   local rec = id and store.get_session(id)
   if rec and store.finish_session(rec, "verified") then
-    return 200, encode({ matched = true, otp_id = rec.otp_id })
+    -- signed otp.reverse.verified to success_url, delivered by a timer
+    local event_id = webhook.reverse_verified(rec)
+    return 200, encode({ matched = true, otp_id = rec.otp_id, event_id = event_id })
   end
   return 200, '{"matched":false}'
 end }
@@ -130,6 +133,23 @@ routes["/_sandbox/faults"] = {
     faults.clear()
     return 200, '{"ok":true}'
   end,
+}
+
+-- Webhook settings ({secret=, attempts=, backoff=}; a reset restores the
+-- defaults) and the log of delivery attempts, oldest first.
+routes["/_sandbox/webhook"] = {
+  GET = function() return 200, encode(webhook.config()) end,
+  POST = function()
+    local b, e = body()
+    if not b then return err(400, e) end
+    local cfg, cerr = webhook.configure(b)
+    if not cfg then return err(400, cerr) end
+    return 200, encode(cfg)
+  end,
+}
+
+routes["/_sandbox/webhooks"] = {
+  GET = function() return 200, '{"deliveries":' .. encode_list(webhook.deliveries()) .. "}" end,
 }
 
 routes["/_sandbox/requests"] = {
