@@ -80,31 +80,40 @@ local function large(size, length)
   ngx.print(tail)
 end
 
--- Applies a fault; returns true when the request has been fully handled.
+local function no_log() end
+
+-- Applies a fault; returns true when the request has been fully handled,
+-- and the function that logs it. A delayed request is logged on arrival:
+-- a client that gives up during the delay was still heard by the server.
 local function apply_fault(f, method, uri)
-  if f.delay > 0 then ngx.sleep(f.delay) end
+  local log = store.log_request
+  if f.delay > 0 then
+    log(method, uri, 0)
+    log = no_log
+    ngx.sleep(f.delay)
+  end
   local action = f.action
-  if action == "none" then return false end
+  if action == "none" then return false, log end
   ngx.req.read_body()
   if action == "drop" or action == "drop_after_read" then
-    store.log_request(method, uri, 444)
+    log(method, uri, 444)
     return ngx.exit(444) or true
   elseif action == "status" then
-    store.log_request(method, uri, f.status)
+    log(method, uri, f.status)
     send(f.status, f.body or M.envelope(f.status), f.headers)
   elseif action == "malformed" then
-    store.log_request(method, uri, 200)
+    log(method, uri, 200)
     send(200, '{"id":"req_x","data":{', f.headers)
   elseif action == "large" then
-    store.log_request(method, uri, 200)
+    log(method, uri, 200)
     large(f.size, f.length)
   elseif action == "truncate" then
     -- The request is really processed (side effects happen); the response is cut.
     local status, data = api.route(method, (uri:gsub("%?.*$", "")))
-    store.log_request(method, uri, 200)
+    log(method, uri, 200)
     truncate(M.envelope(status, data), f.headers)
   end
-  return true
+  return true, log
 end
 
 function M.handle()
@@ -118,14 +127,17 @@ function M.handle()
     return send(status, body, allow and { Allow = allow })
   end
 
+  local log = store.log_request
   local f = faults.match(method, path)
   if f then
     if f.headers then for k, v in pairs(f.headers) do ngx.header[k] = v end end
-    if apply_fault(f, method, uri) then return end
+    local handled
+    handled, log = apply_fault(f, method, uri)
+    if handled then return end
   end
 
   local status, data, allow = api.route(method, path)
-  store.log_request(method, uri, status)
+  log(method, uri, status)
   send(status, M.envelope(status, data), allow and { Allow = allow })
 end
 
