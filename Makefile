@@ -24,7 +24,7 @@ endif
 
 BUILD      := build/$(LUA)
 SRCS       := src/contiguity.c src/ops.c src/response.c src/curl_transport.c \
-              src/webhook.c src/contiguity.h src/compat.h
+              src/webhook.c src/qr.c src/contiguity.h src/compat.h
 MODULE     := $(BUILD)/contiguity.so
 
 .PHONY: all build test valgrind demo sandbox clean deps install
@@ -37,7 +37,7 @@ build: $(MODULE)
 $(MODULE): $(SRCS)
 	@mkdir -p $(BUILD)
 	$(CC) $(CFLAGS) $(WARN) -fPIC -shared -I$(LUA_INC) $(CURL_CFLAGS) \
-	  -o $@ src/contiguity.c $(CURL_LIBS) -lcrypto -lpthread
+	  -o $@ src/contiguity.c $(CURL_LIBS) -lcrypto -lqrencode -lpthread
 
 # Debian packages the build and the specs need; installed only when root.
 deps:

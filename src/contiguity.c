@@ -13,6 +13,7 @@
 #include "response.c"
 #include "ops.c"
 #include "curl_transport.c"
+#include "qr.c"
 #include "webhook.c"
 
 #define CG_DEFAULT_BASE_URL "https://api.contiguity.com"
@@ -930,7 +931,7 @@ int luaopen_contiguity(lua_State *L)
     static const luaL_Reg methods[] = {
         {"close", cg_close}, {"poll", cg_poll}, {"wait", cg_wait},
         {"pending", cg_pending}, {"fds", cg_fds}, {NULL, NULL}};
-    static const luaL_Reg funcs[] = {{"new", cg_new}, {"version", cg_version}, {NULL, NULL}};
+    static const luaL_Reg funcs[] = {{"new", cg_new}, {"version", cg_version}, {"qr", qr_encode}, {NULL, NULL}};
 
     /* a private cjson instance: the host's cjson settings stay the host's */
     lua_getglobal(L, "require");
