@@ -296,7 +296,7 @@ describe("contiguity module", function()
     end
 
     it("takes the message from data.error, else the top-level message", function()
-      local c = client()
+      local c = client{ max_retries = 0 }
       sandbox.fault{ path = "/otp/new", action = "status", status = 403,
         body = '{"id":"err_abc","object":"error","data":{"error":"Accept the terms","status":403,' ..
                '"agreement_url":"https://contiguity.com/agree"}}' }

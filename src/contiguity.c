@@ -633,7 +633,8 @@ static int cg_index(lua_State *L)
 
 static const char *const cg_options[] = {
     "base_url", "timeout", "connect_timeout", "user_agent", "debug", "transport",
-    "max_response_bytes", "max_connections", "cainfo", "capath", NULL};
+    "max_response_bytes", "max_connections", "cainfo", "capath", "max_retries", "deadline",
+    NULL};
 
 /* A header value must stay one header: no CR, LF or NUL. */
 static int cg_is_header_safe(const char *s, size_t n)
@@ -713,8 +714,8 @@ static int cg_new(lua_State *L)
     size_t tlen, blen;
     int opts, uv, client;
     cg_client *c;
-    double timeout, connect_timeout;
-    lua_Number max_response, max_connections;
+    double timeout, connect_timeout, deadline;
+    lua_Number max_response, max_connections, max_retries;
     luaL_Buffer b;
 
     if (lua_type(L, 1) == LUA_TTABLE && lua_isnoneornil(L, 2)) {
@@ -792,6 +793,8 @@ static int cg_new(lua_State *L)
     connect_timeout = cg_opt_seconds(L, opts, "connect_timeout", 5);
     max_response = cg_opt_count(L, opts, "max_response_bytes", 1024 * 1024, 1, 1e9);
     max_connections = cg_opt_count(L, opts, "max_connections", 16, 1, 1024);
+    max_retries = cg_opt_count(L, opts, "max_retries", 2, 0, 10);
+    deadline = cg_opt_seconds(L, opts, "deadline", timeout * (max_retries + 1));
     ua = cg_opt_string(L, opts, "user_agent");
     if (ua != NULL && !cg_is_header_safe(ua, compat_rawlen(L, -1)))
         luaL_error(L, "contiguity.new: option 'user_agent' must not contain CR, LF or NUL");
@@ -815,6 +818,9 @@ static int cg_new(lua_State *L)
     c->max_response = (size_t)max_response;
     c->body.limit = c->max_response;
     c->max_connections = (long)max_connections;
+    c->max_retries = (int)max_retries;
+    c->deadline = deadline;
+    c->rng = ((unsigned int)time(NULL) ^ (unsigned int)(size_t)c) | 1u;
 
     lua_createtable(L, 0, 10);
     uv = lua_gettop(L);

@@ -153,11 +153,15 @@ static int curlt_setup(cg_client *c, CURL *e, cg_buf *body, cg_resp_meta *meta, 
     return !bad;
 }
 
-/* Points a handle at one request: the per-call part of the setup. */
+/* Points a handle at one request: the per-call part of the setup. A call
+ * that sends an SMS gets a fresh connection: libcurl silently re-sends a
+ * request when a reused connection turns out dead, which must never happen
+ * to a request that may already have reached the API. */
 static void curlt_set_request(CURL *e, const ops_op *op, const char *url, const char *body,
                               size_t body_len, int copy_body)
 {
     curl_easy_setopt(e, CURLOPT_URL, url);
+    curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, (long)((op->flags & OPF_SENDS_SMS) != 0));
     if (op->method[0] == 'G') {
         curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
         return;
@@ -182,6 +186,18 @@ static int curlt_is_tls_error(CURLcode rc)
     }
 }
 
+/* True when the request never left: making the call again cannot
+ * duplicate anything. */
+static int curlt_nothing_sent(CURL *e, CURLcode rc)
+{
+    long sent = 0;
+    if (rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST ||
+        rc == CURLE_COULDNT_RESOLVE_PROXY)
+        return 1;
+    curl_easy_getinfo(e, CURLINFO_REQUEST_SIZE, &sent);
+    return sent == 0;
+}
+
 /* A transfer that ended without a complete response: which kind, whether
  * the call may safely be made again, and the unknown outcome said plainly
  * when a request that sends an SMS may have reached the API. */
@@ -190,12 +206,8 @@ static int curlt_error(lua_State *L, const ops_op *op, CURL *e, CURLcode rc, con
 {
     const char *kind = "network";
     const char *detail = errbuf[0] ? errbuf : curl_easy_strerror(rc);
-    long sent = 0;
-    int nothing_sent, retryable;
-    curl_easy_getinfo(e, CURLINFO_REQUEST_SIZE, &sent);
-    nothing_sent = sent == 0 || rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST ||
-                   rc == CURLE_COULDNT_RESOLVE_PROXY;
-    retryable = nothing_sent || op->by_id;
+    int nothing_sent = curlt_nothing_sent(e, rc);
+    int retryable = nothing_sent || (op->flags & OPF_IDEMPOTENT);
     if (rc == CURLE_OPERATION_TIMEDOUT)
         kind = "timeout";
     else if (curlt_is_tls_error(rc))
@@ -208,7 +220,7 @@ static int curlt_error(lua_State *L, const ops_op *op, CURL *e, CURLcode rc, con
         kind = "decode", retryable = 0;
     } else if (body->oom) {
         lua_pushliteral(L, "out of memory while reading the response");
-    } else if (!nothing_sent && !op->by_id) {
+    } else if (!nothing_sent && !(op->flags & OPF_IDEMPOTENT)) {
         lua_pushfstring(L, "%s (outcome unknown: the request may have reached the API)", detail);
     } else {
         lua_pushstring(L, detail);
@@ -217,6 +229,58 @@ static int curlt_error(lua_State *L, const ops_op *op, CURL *e, CURLcode rc, con
     lua_remove(L, -3);
     resp_set_bool(L, "retryable", retryable);
     return 2;
+}
+
+#define CURLT_BACKOFF_BASE 0.5
+#define CURLT_BACKOFF_CAP 5.0
+#define CURLT_RETRY_AFTER_CAP 30.0
+
+/* Exponential backoff with jitter: 0.5 s, 1 s, 2 s ... capped at 5 s, each
+ * drawn from [d/2, d] so that many clients do not retry in step. */
+static double curlt_backoff(cg_client *c, int attempt)
+{
+    double d = CURLT_BACKOFF_BASE;
+    while (--attempt > 0 && d < CURLT_BACKOFF_CAP)
+        d *= 2;
+    if (d > CURLT_BACKOFF_CAP)
+        d = CURLT_BACKOFF_CAP;
+    c->rng ^= c->rng << 13; /* xorshift32: per client, so no shared state */
+    c->rng ^= c->rng >> 17;
+    c->rng ^= c->rng << 5;
+    return d * (0.5 + 0.5 * (double)(c->rng % 10000) / 10000.0);
+}
+
+/* Seconds to wait before making a failed attempt again, or -1 when it must
+ * not be made again: only what cannot send a second SMS is retried. */
+static double curlt_retry_delay(cg_client *c, const ops_op *op, CURL *e, CURLcode rc,
+                                const cg_buf *body, const cg_resp_meta *meta, int attempt)
+{
+    int idempotent = (op->flags & OPF_IDEMPOTENT) != 0;
+    long status = 0;
+    if (rc != CURLE_OK) {
+        if (curlt_is_tls_error(rc) || body->overflow || body->oom || meta->header_overflow)
+            return -1; /* retrying cannot fix these */
+        if (curlt_nothing_sent(e, rc) || idempotent)
+            return curlt_backoff(c, attempt);
+        return -1;
+    }
+    curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
+    if (status == 429 || (idempotent && (status == 502 || status == 503 || status == 504))) {
+        if (meta->retry_after >= 0)
+            return meta->retry_after > CURLT_RETRY_AFTER_CAP ? CURLT_RETRY_AFTER_CAP
+                                                             : meta->retry_after;
+        return curlt_backoff(c, attempt);
+    }
+    return -1;
+}
+
+/* Records how many attempts a failed call made on its error table. */
+static void curlt_set_attempts(lua_State *L, int n, int attempts)
+{
+    if (n == 2) {
+        lua_pushinteger(L, attempts);
+        lua_setfield(L, -2, "attempts");
+    }
 }
 
 /* Ends a finished transfer: the error, or the decoded response. */
@@ -230,19 +294,60 @@ static int curlt_finish(lua_State *L, const ops_op *op, CURL *e, CURLcode rc, co
     return resp_decode(L, op, status, body->data, body->len, meta);
 }
 
+static void curlt_sleep(double seconds)
+{
+    struct timespec ts;
+    ts.tv_sec = (time_t)seconds;
+    ts.tv_nsec = (long)((seconds - (double)ts.tv_sec) * 1e9);
+    while (nanosleep(&ts, &ts) != 0)
+        ;
+}
+
+static double curlt_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* The timeout of one attempt: `timeout`, shortened so that the attempt
+ * ends by the call's deadline. */
+static long curlt_attempt_ms(const cg_client *c, double deadline_at)
+{
+    double left = (deadline_at - curlt_now()) * 1000.0;
+    if (left < 1)
+        left = 1;
+    return left < (double)c->timeout_ms ? (long)left : c->timeout_ms;
+}
+
 /* The blocking transport: one reused easy handle, so consecutive calls
- * share one keep-alive connection. Pushes the call's results. */
+ * share one keep-alive connection; failed attempts are made again when
+ * that is safe (curlt_retry_delay), never past the call's deadline.
+ * Pushes the call's results. */
 static int curlt_perform(lua_State *L, cg_client *c, const ops_op *op, int url_idx, int body_idx)
 {
     size_t body_len = 0;
     const char *body = lua_tolstring(L, body_idx, &body_len);
+    double deadline_at = curlt_now() + c->deadline, delay;
+    int attempt = 0, n;
     CURLcode rc;
-    curlt_buf_reset(&c->body);
-    curlt_meta_reset(&c->meta);
-    c->errbuf[0] = '\0';
     curlt_set_request(c->easy, op, lua_tostring(L, url_idx), body, body_len, 0);
-    rc = curl_easy_perform(c->easy);
-    return curlt_finish(L, op, c->easy, rc, c->errbuf, &c->body, &c->meta);
+    for (;;) {
+        curlt_buf_reset(&c->body);
+        curlt_meta_reset(&c->meta);
+        c->errbuf[0] = '\0';
+        curl_easy_setopt(c->easy, CURLOPT_TIMEOUT_MS, curlt_attempt_ms(c, deadline_at));
+        rc = curl_easy_perform(c->easy);
+        if (++attempt > c->max_retries)
+            break;
+        delay = curlt_retry_delay(c, op, c->easy, rc, &c->body, &c->meta, attempt);
+        if (delay < 0 || curlt_now() + delay >= deadline_at)
+            break;
+        curlt_sleep(delay);
+    }
+    n = curlt_finish(L, op, c->easy, rc, c->errbuf, &c->body, &c->meta);
+    curlt_set_attempts(L, n, attempt);
+    return n;
 }
 
 /* ---- many calls in flight: libcurl multi ---------------------------- */
@@ -273,9 +378,3 @@ static int curlt_transfer_gc(lua_State *L)
     return 0;
 }
 
-static double curlt_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}

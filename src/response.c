@@ -212,8 +212,8 @@ static int resp_decode(lua_State *L, const ops_op *op, long status, const char *
             msg = resp_reason(status);
         resp_error(L, op->name, "api", msg);
         resp_set_int(L, "status", (double)status);
-        resp_set_bool(L, "retryable", status == 429 || status == 502 || status == 503 ||
-                                      status == 504);
+        resp_set_bool(L, "retryable", status == 429 || ((op->flags & OPF_IDEMPOTENT) &&
+                                      (status == 502 || status == 503 || status == 504)));
         if (ok) {
             resp_copy_string(L, env, "id", "request_id");
             resp_copy_string(L, env, "agreement_url", "agreement_url");
