@@ -78,7 +78,7 @@ http {
     scgi_temp_path PREFIX/tmp/scgi;
     lua_package_path "REPO/src/?.lua;REPO/?.lua;/usr/share/lua/5.1/?.lua;/usr/share/lua/5.1/?/init.lua;;";
     lua_package_cpath "REPO/build/jit/?.so;/usr/lib/x86_64-linux-gnu/lua/5.1/?.so;;";
-    init_by_lua_block { require("cjson"); require("contiguity"); require("contiguity.resty") }
+    init_by_lua_block { require("cjson"); require("contiguity.resty").new("TOKEN") } # a client can be made in init
 
     upstream contiguity_api {
         server 127.0.0.1:SANDBOX;
