@@ -437,4 +437,62 @@ describe("async calls", function()
     collectgarbage()
     assert.is_false(ran)
   end)
+  describe("retries", function()
+    it("retries 503 on reverse.verify after a backoff, without blocking poll(0)", function()
+      local c = client()
+      local s = c.otp.reverse.initiate{ number = NUMBER }
+      local path = "/otp/reverse/verify/" .. s.otp_id
+      sandbox.fault{ path = path, action = "status", status = 503, headers = { ["Retry-After"] = "1" } }
+      local got, calls = nil, 0
+      assert.is_true(c.otp.reverse.verify(s.otp_id, function(st, err)
+        calls = calls + 1
+        got = st or err
+      end))
+      -- the first attempt fails fast; then a one-second backoff: poll(0) must not sit in it
+      local t0, polls = socket.gettime(), 0
+      while c:pending() > 0 and sandbox.requests()[1] == nil do c:poll(0.01) end
+      local p0 = socket.gettime()
+      for _ = 1, 100 do c:poll(0); polls = polls + 1 end
+      assert.is_true(socket.gettime() - p0 < 0.3, "100 x poll(0) took " .. (socket.gettime() - p0))
+      finish(c)
+      assert.equals(1, calls)
+      assert.equals("pending", got.status)
+      assert.is_true(socket.gettime() - t0 >= 0.9)
+      local n = 0
+      for _, r in ipairs(sandbox.requests()) do if r.path == path then n = n + 1 end end
+      assert.equals(2, n)
+    end)
+
+    it("reports the attempts of a call that kept failing, and never retries otp.new once sent", function()
+      local c = client{ base_url = "http://127.0.0.1:1", max_retries = 1 }
+      local e1
+      c.otp.verify({ otp_id = "x", otp = "1" }, function(_, err) e1 = err end)
+      finish(c)
+      assert.equals("network", e1.kind)
+      assert.equals(2, e1.attempts)
+      local c2 = client()
+      sandbox.fault{ path = "/otp/new", action = "drop", times = 3 }
+      local e2
+      c2.otp.new(params(1), function(_, err) e2 = err end)
+      finish(c2)
+      assert.equals(1, e2.attempts)
+      assert.is_false(e2.retryable)
+      assert.matches("outcome unknown", e2.message)
+      assert.equals(1, #sandbox.requests())
+    end)
+
+    it("close cancels a call that is backing off", function()
+      local c = client()
+      sandbox.fault{ path = "/otp/verify", action = "status", status = 429, headers = { ["Retry-After"] = "5" } }
+      local e, calls = nil, 0
+      c.otp.verify({ otp_id = "x", otp = "1" }, function(_, err) calls = calls + 1; e = err end)
+      while #sandbox.requests() == 0 do c:poll(0.01) end
+      c:poll(0.05)
+      assert.equals(1, c:pending())
+      c:close()
+      assert.equals(1, calls)
+      assert.equals("cancelled", e.message)
+      assert.equals(0, c:pending())
+    end)
+  end)
 end)

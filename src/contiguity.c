@@ -115,6 +115,8 @@ static int cg_start(lua_State *L, cg_client *c, const ops_op *op, int path_idx, 
     compat_setuservalue(L, -2);
     t->op = op;
     t->body.limit = c->max_response;
+    t->attempt = 1;
+    t->deadline_at = curlt_now() + c->deadline;
     curlt_meta_reset(&t->meta);
     t->easy = curl_easy_init();
     compat_getuservalue(L, UP_CLIENT);
@@ -127,6 +129,7 @@ static int cg_start(lua_State *L, cg_client *c, const ops_op *op, int path_idx, 
         return resp_error(L, op->name, "network", "cannot set up a libcurl handle");
     lua_pop(L, 3);
     curl_easy_setopt(t->easy, CURLOPT_PRIVATE, (void *)t);
+    curl_easy_setopt(t->easy, CURLOPT_TIMEOUT_MS, curlt_attempt_ms(c, t->deadline_at));
     curlt_set_request(t->easy, op, url, body, body_len, 1);
     if (curl_multi_add_handle(c->multi, t->easy) != CURLM_OK)
         return resp_error(L, op->name, "network", "cannot add the transfer to libcurl multi");
@@ -171,8 +174,9 @@ static int cg_queue_pop(lua_State *L, int q)
     return 1;
 }
 
-/* Moves finished transfers from `pending` to the `done` queue. uv is the
- * client's user value. */
+/* Moves finished transfers from `pending` to the `done` queue, or, when
+ * the outcome may safely be retried, out of the multi handle until their
+ * backoff ends (they stay pending). uv is the client's user value. */
 static void cg_collect(lua_State *L, cg_client *c, int uv)
 {
     CURLMsg *msg;
@@ -187,6 +191,16 @@ static void cg_collect(lua_State *L, cg_client *c, int uv)
             continue;
         curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&t);
         t->rc = msg->data.result;
+        if (t->attempt <= c->max_retries) {
+            double delay = curlt_retry_delay(c, t->op, e, t->rc, &t->body, &t->meta, t->attempt);
+            if (delay >= 0 && curlt_now() + delay < t->deadline_at) {
+                curl_multi_remove_handle(c->multi, e);
+                t->retry_at = curlt_now() + delay;
+                t->waiting = 1;
+                c->waiting++;
+                continue;
+            }
+        }
         lua_pushlightuserdata(L, t);
         lua_rawget(L, q - 1);
         cg_queue_push(L, q);
@@ -217,6 +231,7 @@ static int cg_deliver(lua_State *L, cg_client *c, int client, int uv)
             n = resp_error(L, t->op->name, "network", "cancelled");
         } else {
             n = curlt_finish(L, t->op, t->easy, t->rc, t->errbuf, &t->body, &t->meta);
+            curlt_set_attempts(L, n, t->attempt);
             if (c->debug) {
                 double total = -1;
                 curl_easy_getinfo(t->easy, CURLINFO_TOTAL_TIME, &total);
@@ -233,23 +248,60 @@ static int cg_deliver(lua_State *L, cg_client *c, int client, int uv)
     return ran;
 }
 
+/* Puts the transfers whose backoff has ended back into the multi handle;
+ * returns the seconds until the next one is due (a large number when none
+ * waits). A backoff is a time, never a sleep: poll stays non-blocking. */
+static double cg_resume_due(lua_State *L, cg_client *c, int uv)
+{
+    double now = curlt_now(), next = 1e9;
+    if (c->waiting == 0)
+        return next;
+    lua_getfield(L, uv, "pending");
+    lua_pushnil(L);
+    while (lua_next(L, -2) != 0) {
+        cg_transfer *t = (cg_transfer *)lua_touserdata(L, -1);
+        if (t->waiting) {
+            if (t->retry_at <= now) {
+                c->waiting--;
+                if (!curlt_transfer_retry(c, t)) { /* cannot re-add: report the last outcome */
+                    lua_getfield(L, uv, "done");
+                    lua_pushvalue(L, -2);
+                    cg_queue_push(L, lua_gettop(L) - 1);
+                    lua_pop(L, 1);
+                    lua_pushvalue(L, -2);
+                    lua_pushnil(L);
+                    lua_rawset(L, -5); /* safe: clearing the current key */
+                }
+            } else if (t->retry_at - now < next) {
+                next = t->retry_at - now;
+            }
+        }
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    return next;
+}
+
 /* Drives transfers for at most `timeout` seconds and runs finished calls'
  * callbacks; the shared step of poll and wait. It keeps waiting until a
  * callback ran or the time is up: one socket event (a connect, half a
  * response) is no reason to return early and make the caller spin. */
 static int cg_step(lua_State *L, cg_client *c, int client, int uv, double timeout)
 {
-    double deadline = curlt_now() + timeout, left;
+    double deadline = curlt_now() + timeout, left, next_retry;
     int running = 0, ran;
     for (;;) {
+        next_retry = cg_resume_due(L, c, uv);
         curl_multi_perform(c->multi, &running);
         cg_collect(L, c, uv);
         ran = cg_deliver(L, c, client, uv);
-        if (ran > 0 || running == 0 || c->closed || !(timeout > 0))
+        if (ran > 0 || (running == 0 && c->waiting == 0) || c->closed || !(timeout > 0))
             return ran;
         left = deadline - curlt_now();
         if (left <= 0)
             return 0;
+        if (next_retry < left)
+            left = next_retry;
         /* whole ms rounded up, so a short wait never turns into a spin */
         curl_multi_poll(c->multi, NULL, 0, left > 1.0 ? 1000 : (int)(left * 1000.0) + 1, NULL);
     }
@@ -328,6 +380,14 @@ static int cg_fds(lua_State *L)
         }
     }
     curl_multi_timeout(c->multi, &ms);
+    if (c->waiting > 0) { /* a backoff ends: poll(0) must run then */
+        double next;
+        compat_getuservalue(L, 1);
+        next = cg_resume_due(L, c, lua_gettop(L));
+        lua_pop(L, 1);
+        if (ms < 0 || next * 1000.0 < (double)ms)
+            ms = (long)(next * 1000.0) + 1;
+    }
     if (ms < 0)
         lua_pushnil(L);
     else
@@ -568,6 +628,7 @@ static void cg_release(lua_State *L, cg_client *c, int idx, int deliver)
             curlt_transfer_release(t);
             cg_queue_push(L, lua_gettop(L) - 2);
         }
+        c->waiting = 0;
         lua_pop(L, 2);
         lua_newtable(L);
         lua_setfield(L, -2, "pending");

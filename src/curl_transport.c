@@ -360,8 +360,25 @@ typedef struct cg_transfer {
     cg_resp_meta meta;
     const ops_op *op;
     CURLcode rc;
+    int attempt;          /* attempts made so far */
+    int waiting;          /* backing off, out of the multi handle until retry_at */
+    double deadline_at;   /* the call's deadline (monotonic seconds) */
+    double retry_at;
     char errbuf[CURL_ERROR_SIZE];
 } cg_transfer;
+
+/* Makes an async transfer's next attempt: fresh buffers, a timeout that
+ * ends by the call's deadline, and back into the multi handle. */
+static int curlt_transfer_retry(cg_client *c, cg_transfer *t)
+{
+    curlt_buf_reset(&t->body);
+    curlt_meta_reset(&t->meta);
+    t->errbuf[0] = '\0';
+    t->attempt++;
+    t->waiting = 0;
+    curl_easy_setopt(t->easy, CURLOPT_TIMEOUT_MS, curlt_attempt_ms(c, t->deadline_at));
+    return curl_multi_add_handle(c->multi, t->easy) == CURLM_OK;
+}
 
 static void curlt_transfer_release(cg_transfer *t)
 {
