@@ -1,0 +1,162 @@
+-- bench/report.lua: the table bench/run.sh prints, from the raw results it left in its temporary folder.
+-- Usage: lua5.4 bench/report.lua TMPDIR ROUNDS
+local dir, rounds = arg[1], tonumber(arg[2])
+
+local function lines(name)
+  local f = io.open(dir .. "/" .. name)
+  if not f then return function() return nil end end
+  local all = {}
+  for l in f:lines() do all[#all + 1] = l end
+  f:close()
+  local i = 0
+  return function() i = i + 1; return all[i] end
+end
+
+-- results: "group contender round seconds calls errors hwm_kib" or "... fail"
+local runs = {}
+for l in lines("results") do
+  local g, n, r, s, c, e, h = l:match("^(%S+) (%S+) (%d+) (%S+) (%d+) (%d+) (%-?%d+)$")
+  local key = (g or l:match("^(%S+ %S+)")):gsub(" ", ".")
+  if g then key = g .. "." .. n end
+  local t = runs[key] or { rates = {}, errors = 0, calls = 0, hwm = 0, failed = 0 }
+  runs[key] = t
+  if g then
+    t.rates[#t.rates + 1] = tonumber(c) / tonumber(s)
+    t.errors = t.errors + tonumber(e)
+    t.calls = t.calls + tonumber(c)
+    t.hwm = math.max(t.hwm, tonumber(h))
+  else
+    t.failed = t.failed + 1
+  end
+end
+
+local function median(xs)
+  if #xs == 0 then return nil end
+  local s = {}
+  for i, x in ipairs(xs) do s[i] = x end
+  table.sort(s)
+  local m = (#s + 1) // 2
+  return #s % 2 == 1 and s[m] or (s[m] + s[m + 1]) / 2
+end
+
+local machine = {}
+for l in lines("machine") do
+  machine[#machine + 1] = l
+  local k, v = l:match("^(nginx_worker_hwm_kib) (%d+)")
+  if k then machine[k] = tonumber(v) end
+end
+
+local function rate(key) return runs[key] and median(runs[key].rates) end
+
+local function commas(n)
+  local s = ("%d"):format(math.floor(n + 0.5))
+  return (s:reverse():gsub("(%d%d%d)", "%1,"):reverse():gsub("^,", ""))
+end
+
+local rows = {
+  { "http.floor", "bare libcurl loop (floor)", "http.floor" },
+  { "http.module", "contiguity, blocking", "http.floor" },
+  { "http.luasocket", "LuaSocket socket.http + cjson", "http.floor" },
+  { "http.js", "JS SDK (npm contiguity), Node", "http.floor" },
+  { "https.floor", "bare libcurl loop (floor)", "https.floor" },
+  { "https.module", "contiguity, blocking", "https.floor" },
+  { "https.luasocket", "LuaSec ssl.https + cjson", "https.floor" },
+  { "https.js", "JS SDK (npm contiguity), Node", "https.floor" },
+  { "conc.wrk", "wrk -t1 -c64", "conc.wrk" },
+  { "conc.async", "contiguity async, 64 in flight", "conc.wrk" },
+  { "sandbox.wrk", "wrk -t1 -c64", "sandbox.wrk" },
+  { "sandbox.async", "contiguity async, 64 in flight", "sandbox.wrk" },
+  { "nginx.proxy_pass", "nginx proxy_pass location, wrk -c64", "nginx.proxy_pass" },
+  { "nginx.resty", "contiguity.resty handler, wrk -c64", "nginx.proxy_pass" },
+}
+local section = { http = "HTTP, sequential", https = "HTTPS, sequential", conc = "HTTP, 64 concurrent",
+                  sandbox = "sandbox (not the stand-in), 64 concurrent",
+                  nginx = "nginx (1 worker), 64 concurrent" }
+
+for _, l in ipairs(machine) do
+  if not l:match("^nginx_worker_hwm_kib") and not l:match("^envelope") then print(l) end
+end
+print()
+print(("Median of %d interleaved rounds; ratio = calls/s / the reference row of its group (first row)."):format(rounds))
+print()
+print("| group | client | calls/s | µs/call | ratio | peak RSS | errors |")
+print("|---|---|---:|---:|---:|---:|---:|")
+for _, row in ipairs(rows) do
+  local key, label, ref = row[1], row[2], row[3]
+  local t, r = runs[key], rate(key)
+  if t then
+    local rr = rate(ref)
+    local hwm = t.hwm
+    local hwm_s = hwm > 0 and ("%.1f MiB"):format(hwm / 1024) or "-"
+    if key:match("^nginx") then
+      hwm_s = machine.nginx_worker_hwm_kib and ("%.1f MiB (worker)"):format(machine.nginx_worker_hwm_kib / 1024) or "-"
+    end
+    print(("| %s | %s | %s | %s | %s | %s | %d%s |"):format(section[key:match("^%w+")], label,
+      r and commas(r) or "-", r and ("%.1f"):format(1e6 / r) or "-",
+      (r and rr) and ("%.2f"):format(r / rr) or "-", hwm_s, t.errors,
+      t.failed > 0 and (" (%d runs failed)"):format(t.failed) or ""))
+  end
+end
+
+-- Targets, on ratios from this same run.
+print()
+local function target(name, a, b, k)
+  local ra, rb = rate(a), rate(b)
+  if not (ra and rb) then print(("- %s: not measured"):format(name)); return end
+  print(("- %s: %.2f -> %s"):format(name, ra / rb, ra / rb >= k and "met" or "MISSED"))
+end
+target("module >= 0.90 x floor, HTTP", "http.module", "http.floor", 0.90)
+target("module >= 0.90 x floor, HTTPS", "https.module", "https.floor", 0.90)
+target("module >= 3 x JS SDK, HTTP", "http.module", "http.js", 3)
+target("module >= 4 x LuaSec + cjson, HTTPS", "https.module", "https.luasocket", 4)
+target("async (64 in flight) >= 0.5 x wrk -c64", "conc.async", "conc.wrk", 0.5)
+target("  the same against the sandbox", "sandbox.async", "sandbox.wrk", 0.5)
+target("contiguity.resty >= 0.7 x proxy_pass, -c64", "nginx.resty", "nginx.proxy_pass", 0.7)
+
+-- Memory.
+local mem = {}
+for l in lines("memory") do
+  local k, v = l:match("^(%S+) (%S+)$")
+  if k then mem[k] = tonumber(v) end
+end
+if mem.rss_10k_kib then
+  local big
+  for k in pairs(mem) do
+    local n = tonumber(k:match("^rss_(%d+)k_kib$"))
+    if n and n ~= 10 then big = n end
+  end
+  print()
+  print(("Memory, one client (Lua 5.4, HTTP): after 10,000 calls RSS %.1f MiB, Lua heap %.0f KiB;"
+    .. " after %s,000 calls RSS %.1f MiB, Lua heap %.0f KiB; growth RSS %d KiB, heap %.1f KiB -> %s."):format(
+    mem.rss_10k_kib / 1024, mem.heap_10k_kib, big, mem["rss_" .. big .. "k_kib"] / 1024,
+    mem["heap_" .. big .. "k_kib"], mem.rss_growth_kib, mem.heap_growth_kib,
+    (mem.rss_growth_kib < 1024 and mem.heap_growth_kib < 1024) and "under 1 MiB: met" or "1 MiB or more: MISSED"))
+  print(("One extra idle client (after one call, connection kept open; mean of %d): RSS %.1f KiB, Lua heap %.2f KiB. Errors: %d."):format(
+    mem.idle_clients, mem.idle_client_rss_kib, mem.idle_client_heap_kib, mem.errors))
+end
+
+-- Callgrind: the difference between 1500 and 500 calls, per call.
+local function cg(name)
+  local self_mod, total, incl = 0, nil, nil
+  for l in lines(name .. ".self") do
+    local n = l:match("^%s*([%d,]+)")
+    if n then
+      n = tonumber((n:gsub(",", "")))
+      if l:match("PROGRAM TOTALS") then total = n
+      elseif l:match("contiguity%.so%]") then self_mod = self_mod + n end
+    end
+  end
+  for l in lines(name .. ".incl") do
+    local n = l:match("^%s*([%d,]+).-:cg_call$") or l:match("^%s*([%d,]+).-:cg_call ")
+    if n then incl = math.max(incl or 0, tonumber((n:gsub(",", "")))) end
+  end
+  return total and { self = self_mod, total = total, incl = incl } or nil
+end
+local a, b = cg("cg.500"), cg("cg.1500")
+if a and b then
+  print()
+  print(("Instructions per otp.verify (callgrind, (1500-call run - 500-call run) / 1000, Lua 5.4, HTTP):"
+    .. " module's own code (contiguity.so self) %s; cg_call inclusive (module + libcurl + cjson + Lua API) %s;"
+    .. " whole process %s."):format(commas((b.self - a.self) / 1000),
+    (a.incl and b.incl) and commas((b.incl - a.incl) / 1000) or "-", commas((b.total - a.total) / 1000)))
+end
