@@ -60,6 +60,14 @@ demo: deps build
 sandbox:
 	@sandbox/start --foreground $(PORT)
 
+# `make bench`: otp.verify side by side (bench/run.sh; figures and commands in
+# bench/README.md): the module vs. a bare libcurl floor, LuaSocket/LuaSec, the
+# JS SDK, async vs. wrk, contiguity.resty vs. proxy_pass, memory, callgrind.
+# Uses ports BENCH_PORT..BENCH_PORT+4 (8900); bounded to 10 minutes.
+.PHONY: bench
+bench:
+	@timeout -k 30 600 bench/run.sh
+
 install: build
 	install -d $(DESTDIR)$(PREFIX)/lib/lua/$(LUA_ABI) $(DESTDIR)$(PREFIX)/share/lua/$(LUA_ABI)/contiguity
 	install -m 755 $(MODULE) $(DESTDIR)$(PREFIX)/lib/lua/$(LUA_ABI)/contiguity.so
