@@ -78,6 +78,48 @@ static void cg_debug(lua_State *L, cg_client *c, int client, const ops_op *op, i
     }
 }
 
+/* ---- abuse protection: contiguity.guard -------------------------------- */
+
+/* Asks the client's guard whether a validated call may go out: returns 0
+ * (nothing pushed) when it may, else pushes nil, err and returns 2. Only
+ * the libcurl paths call it from C; a host transport's Lua glue calls the
+ * guard itself, so a store that yields never has a C frame under it. */
+static int cg_guard_check(lua_State *L, const ops_op *op, int client, int arg)
+{
+    compat_getuservalue(L, client);
+    lua_getfield(L, -1, "guard");
+    lua_getfield(L, -1, "check");
+    lua_insert(L, -2);
+    lua_pushstring(L, op->name);
+    lua_pushvalue(L, arg);
+    lua_call(L, 3, 1);
+    lua_remove(L, -2); /* the user value */
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        return 0;
+    }
+    lua_pushnil(L);
+    lua_insert(L, -2);
+    return 2;
+}
+
+/* Tells the guard about a call that succeeded (otp.new's otp_id is how a
+ * later resend is counted against its number). Protected: a store failure
+ * here costs that mapping, never the caller's result or callback. */
+static void cg_guard_record(lua_State *L, const ops_op *op, int client, int arg, int res)
+{
+    compat_getuservalue(L, client);
+    lua_getfield(L, -1, "guard");
+    lua_getfield(L, -1, "record");
+    lua_insert(L, -2);
+    lua_pushstring(L, op->name);
+    lua_pushvalue(L, arg);
+    lua_pushvalue(L, res);
+    if (lua_pcall(L, 4, 0, 0) != 0)
+        lua_pop(L, 1);
+    lua_pop(L, 1);
+}
+
 /* ---- async: libcurl multi --------------------------------------------- */
 
 /* Creates the multi handle on the first async call. */
@@ -95,8 +137,10 @@ static int cg_multi(cg_client *c)
 }
 
 /* Starts an async call: a Transfer userdata owns the easy handle, the
- * client's `pending` table keeps it until its callback has run. */
-static int cg_start(lua_State *L, cg_client *c, const ops_op *op, int path_idx, int cb_idx)
+ * client's `pending` table keeps it until its callback has run. arg_idx
+ * (0 when no guard) keeps the params for the guard's record. */
+static int cg_start(lua_State *L, cg_client *c, const ops_op *op, int path_idx, int cb_idx,
+                    int arg_idx)
 {
     cg_transfer *t;
     const char *url = lua_tostring(L, -1);
@@ -107,11 +151,15 @@ static int cg_start(lua_State *L, cg_client *c, const ops_op *op, int path_idx, 
     t = (cg_transfer *)compat_newuserdata(L, sizeof(*t));
     memset(t, 0, sizeof(*t));
     compat_setmetatable(L, CG_TRANSFER_MT);
-    lua_createtable(L, 2, 0);
+    lua_createtable(L, 3, 0);
     lua_pushvalue(L, cb_idx);
     lua_rawseti(L, -2, 1);
     lua_pushvalue(L, path_idx);
     lua_rawseti(L, -2, 2);
+    if (arg_idx != 0) {
+        lua_pushvalue(L, arg_idx);
+        lua_rawseti(L, -2, 3);
+    }
     compat_setuservalue(L, -2);
     t->op = op;
     t->body.limit = c->max_response;
@@ -236,6 +284,12 @@ static int cg_deliver(lua_State *L, cg_client *c, int client, int uv)
                 double total = -1;
                 curl_easy_getinfo(t->easy, CURLINFO_TOTAL_TIME, &total);
                 cg_debug(L, c, client, t->op, -1 - n, n, total * 1000.0);
+            }
+            if (c->guard && n == 1) { /* stack: user value, callback, path, result */
+                int res = lua_gettop(L);
+                lua_rawgeti(L, res - 3, 3);
+                cg_guard_record(L, t->op, client, lua_gettop(L), res);
+                lua_pop(L, 1);
             }
         }
         curlt_transfer_release(t);
@@ -418,19 +472,25 @@ static int cg_call(lua_State *L)
     path = lua_gettop(L) + 1;
     if ((n = ops_build(L, op, arg)) != 0)
         return n;
+    if (c->guard && (n = cg_guard_check(L, op, UP_CLIENT, arg)) != 0)
+        return n;
     lua_pushvalue(L, UP_BASE);
     lua_pushvalue(L, path);
     lua_concat(L, 2);
     if (cb)
-        return cg_start(L, c, op, path, cb);
+        return cg_start(L, c, op, path, cb, c->guard ? arg : 0);
     t0 = c->debug ? curlt_now() : 0;
     n = curlt_perform(L, c, op, lua_gettop(L), path + 1);
     if (c->debug)
         cg_debug(L, c, UP_CLIENT, op, path, n, (curlt_now() - t0) * 1000.0);
+    if (c->guard && n == 1)
+        cg_guard_record(L, op, UP_CLIENT, arg, lua_gettop(L));
     return n;
 }
 
-/* Host transport, step 1: the request table a Lua transport function gets. */
+/* Host transport, step 1: the request table a Lua transport function gets
+ * (and, when the client has a guard, nil and the params for the glue's
+ * guard:check and guard:record). */
 static int cg_host_build(lua_State *L)
 {
     cg_client *c = (cg_client *)lua_touserdata(L, UP_CLIENT);
@@ -470,7 +530,11 @@ static int cg_host_build(lua_State *L)
     lua_pushliteral(L, "application/json");
     lua_setfield(L, -2, "Accept");
     lua_setfield(L, -2, "headers");
-    return 1;
+    if (!c->guard)
+        return 1;
+    lua_pushnil(L);
+    lua_pushvalue(L, arg);
+    return 3;
 }
 
 /* Finds a response header by name, whatever its case. */
@@ -532,13 +596,26 @@ static int cg_host_decode(lua_State *L)
 
 /* The call glue for a host transport, in Lua so that a transport which
  * yields (cosockets, Skynet, copas) never has a C frame under it: Lua 5.1
- * and LuaJIT cannot yield across a C call. */
+ * and LuaJIT cannot yield across a C call. The guard (and its store, which
+ * may be a cosocket Redis) is called from here for the same reason:
+ * build -> guard check -> transport -> decode -> guard record. */
 static const char cg_host_glue[] =
-    "local build, decode, transport = ...\n"
+    "local build, decode, transport, guard, op = ...\n"
+    "if not guard then\n"
+    "  return function(...)\n"
+    "    local req, err = build(...)\n"
+    "    if not req then return nil, err end\n"
+    "    return decode(req, transport(req))\n"
+    "  end\n"
+    "end\n"
     "return function(...)\n"
-    "  local req, err = build(...)\n"
+    "  local req, err, arg = build(...)\n"
     "  if not req then return nil, err end\n"
-    "  return decode(req, transport(req))\n"
+    "  err = guard:check(op, arg)\n"
+    "  if err then return nil, err end\n"
+    "  local res, err2 = decode(req, transport(req))\n"
+    "  if res then guard:record(op, arg, res) end\n"
+    "  return res, err2\n"
     "end\n";
 
 /* Adds one call to the otp or reverse table at -1. */
@@ -568,8 +645,10 @@ static void cg_add_call(lua_State *L, cg_client *c, int client, int op, const ch
         }
         compat_getuservalue(L, client);
         lua_getfield(L, -1, "transport");
-        lua_remove(L, -2);
-        lua_call(L, 3, 1);
+        lua_getfield(L, -2, "guard");
+        lua_remove(L, -3);
+        lua_pushstring(L, ops_table[op].name);
+        lua_call(L, 5, 1);
     }
     lua_setfield(L, owner, name);
 }
@@ -695,7 +774,7 @@ static int cg_index(lua_State *L)
 static const char *const cg_options[] = {
     "base_url", "timeout", "connect_timeout", "user_agent", "debug", "transport",
     "max_response_bytes", "max_connections", "cainfo", "capath", "max_retries", "deadline",
-    NULL};
+    "guard", NULL};
 
 /* A header value must stay one header: no CR, LF or NUL. */
 static int cg_is_header_safe(const char *s, size_t n)
@@ -764,6 +843,35 @@ static const char *cg_opt_string(lua_State *L, int opts, const char *k)
     if (lua_type(L, -1) != LUA_TSTRING)
         luaL_error(L, "contiguity.new: option '%s' must be a string", k);
     return lua_tostring(L, -1);
+}
+
+/* Makes the guard object when the `guard` option is set and keeps it in
+ * the user value; it raises on a bad guard option (misuse). Runs while the
+ * client is still marked closed, so a raise frees nothing twice. The guard
+ * gets the C helpers it needs (HMAC, random key, the error metatable). */
+static void cg_new_guard(lua_State *L, cg_client *c, int opts, int uv)
+{
+    lua_getfield(L, opts, "guard");
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        return;
+    }
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "contiguity.guard");
+    lua_call(L, 1, 1);
+    lua_getfield(L, -1, "new");
+    lua_remove(L, -2);
+    lua_insert(L, -2);
+    lua_createtable(L, 0, 3);
+    lua_pushcfunction(L, wh_hmac_hex);
+    lua_setfield(L, -2, "hmac");
+    lua_pushcfunction(L, wh_random_bytes);
+    lua_setfield(L, -2, "random_bytes");
+    luaL_getmetatable(L, CG_ERROR_MT);
+    lua_setfield(L, -2, "error_mt");
+    lua_call(L, 2, 1);
+    lua_setfield(L, uv, "guard");
+    c->guard = 1;
 }
 
 /* contiguity.new(token?, opts?): validates everything first, then
@@ -867,7 +975,10 @@ static int cg_new(lua_State *L)
     lua_getfield(L, opts, "transport");
     if (!lua_isnil(L, -1) && !lua_isfunction(L, -1))
         luaL_error(L, "contiguity.new: option 'transport' must be a function");
-    lua_pop(L, 5); /* ua, cainfo, capath, debug, transport: re-read from opts below */
+    lua_getfield(L, opts, "guard");
+    if (!lua_isnil(L, -1) && lua_type(L, -1) != LUA_TTABLE)
+        luaL_error(L, "contiguity.new: option 'guard' must be a table");
+    lua_pop(L, 6); /* ua, cainfo, capath, debug, transport, guard: re-read from opts below */
 
     c = (cg_client *)compat_newuserdata(L, sizeof(*c));
     memset(c, 0, sizeof(*c));
@@ -903,6 +1014,7 @@ static int cg_new(lua_State *L)
     lua_setfield(L, uv, "capath");
     lua_newtable(L);
     lua_setfield(L, uv, "pending");
+    cg_new_guard(L, c, opts, uv);
     lua_createtable(L, 0, 2);
     lua_pushinteger(L, 1);
     lua_setfield(L, -2, "h");
@@ -998,7 +1110,9 @@ int luaopen_contiguity(lua_State *L)
     static const luaL_Reg methods[] = {
         {"close", cg_close}, {"poll", cg_poll}, {"wait", cg_wait},
         {"pending", cg_pending}, {"fds", cg_fds}, {NULL, NULL}};
-    static const luaL_Reg funcs[] = {{"new", cg_new}, {"version", cg_version}, {"qr", qr_encode}, {NULL, NULL}};
+    static const luaL_Reg funcs[] = {{"new", cg_new}, {"version", cg_version}, {"qr", qr_encode},
+                                     {"hmac", wh_hmac_hex}, {"random_bytes", wh_random_bytes},
+                                     {NULL, NULL}};
 
     /* a private cjson instance: the host's cjson settings stay the host's */
     lua_getglobal(L, "require");

@@ -68,6 +68,7 @@ typedef struct cg_client {
     int closed;
     int debug;   /* 0 off, 1 stderr, 2 Lua function in the user value */
     int host;    /* a Lua transport function moves the bytes */
+    int guard;   /* contiguity.guard object in the user value (abuse limits) */
     int pending; /* async calls whose callback has not run */
     int waiting; /* of those, backing off before their next attempt */
     char errbuf[CURL_ERROR_SIZE];

@@ -4,6 +4,7 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <openssl/rand.h>
 #include "contiguity.h"
 
 #define WH_MAC_LEN 32           /* HMAC-SHA256 */
@@ -208,6 +209,51 @@ static const char *wh_check(lua_State *L, int body)
     if (tolerance >= 0 && (h.t_value < now - tolerance || h.t_value > now + tolerance))
         return "expired";
     return NULL;
+}
+
+/* contiguity.hmac(key, data) -> 64 hex digits: HMAC-SHA256 through the
+ * same libcrypto call the webhook check uses, so contiguity.guard can key
+ * its counters by a number's hash and never hold the number itself. */
+static int wh_hmac_hex(lua_State *L)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t klen, dlen;
+    const char *key = luaL_checklstring(L, 1, &klen);
+    const char *data = luaL_checklstring(L, 2, &dlen);
+    unsigned char mac[EVP_MAX_MD_SIZE];
+    unsigned int maclen = 0, i;
+    char out[2 * WH_MAC_LEN];
+    if (klen == 0)
+        luaL_argerror(L, 1, "HMAC key must not be empty");
+    if (klen > 0x7fffffff ||
+        HMAC(EVP_sha256(), key, (int)klen, (const unsigned char *)data, dlen, mac, &maclen) ==
+            NULL ||
+        maclen != WH_MAC_LEN) {
+        OPENSSL_cleanse(mac, sizeof mac);
+        return luaL_error(L, "contiguity.hmac: HMAC-SHA256 is unavailable in this libcrypto");
+    }
+    for (i = 0; i < WH_MAC_LEN; i++) {
+        out[2 * i] = hex[mac[i] >> 4];
+        out[2 * i + 1] = hex[mac[i] & 15];
+    }
+    OPENSSL_cleanse(mac, sizeof mac);
+    lua_pushlstring(L, out, sizeof out);
+    return 1;
+}
+
+/* contiguity.random_bytes(n) -> n bytes from OpenSSL's CSPRNG: the guard's
+ * hashing key when the user gives none, unguessable so that nobody can
+ * precompute which counter a number lands in. */
+static int wh_random_bytes(lua_State *L)
+{
+    unsigned char buf[64];
+    lua_Integer n = luaL_checkinteger(L, 1);
+    luaL_argcheck(L, n >= 1 && n <= (lua_Integer)sizeof buf, 1, "must be from 1 to 64");
+    if (RAND_bytes(buf, (int)n) != 1)
+        return luaL_error(L, "contiguity.random_bytes: OpenSSL's RAND_bytes failed");
+    lua_pushlstring(L, (const char *)buf, (size_t)n);
+    OPENSSL_cleanse(buf, sizeof buf);
+    return 1;
 }
 
 /* contiguity.webhook.verify(raw_body, header, secret, opts?) -> true | false, reason */
