@@ -35,5 +35,7 @@ build = {
       incdirs = { "$(CURL_INCDIR)", "$(OPENSSL_INCDIR)" },
       libdirs = { "$(CURL_LIBDIR)", "$(OPENSSL_LIBDIR)" },
     },
+    -- pure Lua: the abuse limits that contiguity.new's `guard` option loads
+    ["contiguity.guard"] = "src/contiguity/guard.lua",
   },
 }
