@@ -58,18 +58,25 @@ local rows = {
   { "http.module", "contiguity, blocking", "http.floor" },
   { "http.luasocket", "LuaSocket socket.http + cjson", "http.floor" },
   { "http.js", "JS SDK (npm contiguity), Node", "http.floor" },
+  { "http-split.floor", "bare libcurl loop (floor)", "http-split.floor" },
+  { "http-split.module", "contiguity, blocking", "http-split.floor" },
   { "https.floor", "bare libcurl loop (floor)", "https.floor" },
   { "https.module", "contiguity, blocking", "https.floor" },
   { "https.luasocket", "LuaSec ssl.https + cjson", "https.floor" },
   { "https.js", "JS SDK (npm contiguity), Node", "https.floor" },
+  { "https-split.floor", "bare libcurl loop (floor)", "https-split.floor" },
+  { "https-split.module", "contiguity, blocking", "https-split.floor" },
   { "conc.wrk", "wrk -t1 -c64", "conc.wrk" },
   { "conc.async", "contiguity async, 64 in flight", "conc.wrk" },
   { "sandbox.wrk", "wrk -t1 -c64", "sandbox.wrk" },
   { "sandbox.async", "contiguity async, 64 in flight", "sandbox.wrk" },
   { "nginx.proxy_pass", "nginx proxy_pass location, wrk -c64", "nginx.proxy_pass" },
   { "nginx.resty", "contiguity.resty handler, wrk -c64", "nginx.proxy_pass" },
+  { "nginx.capture", "diagnostic: bare ngx.location.capture, no module", "nginx.proxy_pass" },
 }
-local section = { http = "HTTP, sequential", https = "HTTPS, sequential", conc = "HTTP, 64 concurrent",
+local section = { http = "HTTP, sequential", https = "HTTPS, sequential",
+                  ["http-split"] = "HTTP, sequential, server on the other CPU",
+                  ["https-split"] = "HTTPS, sequential, server on the other CPU", conc = "HTTP, 64 concurrent",
                   sandbox = "sandbox (not the stand-in), 64 concurrent",
                   nginx = "nginx (1 worker), 64 concurrent" }
 
@@ -91,7 +98,7 @@ for _, row in ipairs(rows) do
     if key:match("^nginx") then
       hwm_s = machine.nginx_worker_hwm_kib and ("%.1f MiB (worker)"):format(machine.nginx_worker_hwm_kib / 1024) or "-"
     end
-    print(("| %s | %s | %s | %s | %s | %s | %d%s |"):format(section[key:match("^%w+")], label,
+    print(("| %s | %s | %s | %s | %s | %s | %d%s |"):format(section[key:match("^[%w%-]+")], label,
       r and commas(r) or "-", r and ("%.1f"):format(1e6 / r) or "-",
       (r and rr) and ("%.2f"):format(r / rr) or "-", hwm_s, t.errors,
       t.failed > 0 and (" (%d runs failed)"):format(t.failed) or ""))
@@ -107,6 +114,8 @@ local function target(name, a, b, k)
 end
 target("module >= 0.90 x floor, HTTP", "http.module", "http.floor", 0.90)
 target("module >= 0.90 x floor, HTTPS", "https.module", "https.floor", 0.90)
+target("  server on the other CPU, HTTP", "http-split.module", "http-split.floor", 0.90)
+target("  server on the other CPU, HTTPS", "https-split.module", "https-split.floor", 0.90)
 target("module >= 3 x JS SDK, HTTP", "http.module", "http.js", 3)
 target("module >= 4 x LuaSec + cjson, HTTPS", "https.module", "https.luasocket", 4)
 target("async (64 in flight) >= 0.5 x wrk -c64", "conc.async", "conc.wrk", 0.5)

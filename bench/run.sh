@@ -13,11 +13,17 @@
 # Every server is stopped on exit, failure or interrupt; every client run is
 # under `timeout`.
 #
-# Env: BENCH_PORT (8900), BENCH_ROUNDS (5), BENCH_CALLS (2000 per round per
+# Env: BENCH_PORT (8900), BENCH_ROUNDS (5), BENCH_CALLS (5000 per round per
 # contender), BENCH_WARMUP (100), BENCH_ASYNC_CALLS (20000), BENCH_INFLIGHT (64),
 # BENCH_LUASEC_CALLS (100: LuaSec's rounds, ~44 ms a call), WRK_SECONDS (2), BENCH_MEMORY_CALLS (200000), BENCH_SKIP (space-separated:
 # js resty memory callgrind), BENCH_OUT (a file to keep the raw results in),
-# BENCH_KEEP (1: keep the temporary folder).
+# BENCH_KEEP (1: keep the temporary folder), BENCH_PIN (1; 0: no CPU pinning).
+#
+# CPU placement (taskset; see bench/README.md): the sequential rounds run the
+# client and the stand-in's worker on the same CPU (0), so that they measure
+# CPU cost and not the wake-up latency of an idle vCPU; the floor and the
+# module also run with the server on the other CPU ("split"). Throughput
+# rounds give the client CPU 0 and the server CPU 1; the nginx rounds float.
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -27,10 +33,10 @@ cd "$root"
 base="${BENCH_PORT:-8900}"
 sandbox_port=$base sandbox_tls=$((base + 1)) stub_port=$((base + 2)) stub_tls=$((base + 3))
 resty_port=$((base + 4))
-rounds="${BENCH_ROUNDS:-5}" calls="${BENCH_CALLS:-2000}" warm="${BENCH_WARMUP:-100}"
+rounds="${BENCH_ROUNDS:-5}" calls="${BENCH_CALLS:-5000}" warm="${BENCH_WARMUP:-100}"
 async_calls="${BENCH_ASYNC_CALLS:-20000}" inflight="${BENCH_INFLIGHT:-64}"
 luasec_calls="${BENCH_LUASEC_CALLS:-100}" wrk_seconds="${WRK_SECONDS:-2}" memory_calls="${BENCH_MEMORY_CALLS:-200000}"
-skip=" ${BENCH_SKIP:-} "
+skip=" ${BENCH_SKIP:-} " pin="${BENCH_PIN:-1}"
 token="contiguity_sk_bench_token"
 lua=lua5.4
 tmp="$(mktemp -d "${TMPDIR:-/tmp}/contiguity-bench.XXXXXX")"
@@ -68,6 +74,14 @@ wait_port() {
     sleep 0.05
   done
   log "nothing listens on port $1"; return 1
+}
+
+# on CPU n: the client command (prefix) / an nginx's workers (by pid file).
+on_cpu() { if [ "$pin" = 1 ]; then taskset -c "$1" "${@:2}"; else "${@:2}"; fi; }
+pin_workers() {
+  [ "$pin" = 1 ] || return 0
+  local w
+  for w in $(pgrep -P "$(cat "$1")"); do taskset -pc "$2" "$w" >/dev/null; done
 }
 
 for p in $sandbox_port $sandbox_tls $stub_port $stub_tls $resty_port; do
@@ -189,8 +203,8 @@ record() {
 
 # wrk run: converts wrk's report to the same fields (peak RSS by /usr/bin/time).
 wrk_run() {
-  local url="$1" out n secs errs hwm
-  out="$(timeout 60 /usr/bin/time -f 'hwm %M' wrk -t1 -c"$inflight" -d"${wrk_seconds}s" \
+  local url="$1" cpu="${2:-0-1}" out n secs errs hwm
+  out="$(on_cpu "$cpu" timeout 60 /usr/bin/time -f 'hwm %M' wrk -t1 -c"$inflight" -d"${wrk_seconds}s" \
            -s "$here/verify.lua" "$url" 2>&1)" || return 1
   n="$(printf '%s\n' "$out" | sed -n 's/^ *\([0-9]*\) requests in.*/\1/p')"
   secs="$(printf '%s\n' "$out" | awk -v n="$n" '/^Requests\/sec:/ { printf "%.6f", n / $2 }')"
@@ -204,36 +218,48 @@ wrk_run() {
 for proto in http https; do
   if [ "$proto" = http ]; then url="$http_url"; cafile=(); else url="$https_url"; cafile=("$ca"); fi
   log "sequential over $proto: $rounds rounds of $calls calls each"
+  pin_workers "$tmp/stub/logs/nginx.pid" 0
   for r in $(seq "$rounds"); do
-    record "$proto" floor "$r" "$floor" "$url/otp/verify" "$req_body" "$req_ua" "$req_auth" "$calls" "$warm" "${cafile[@]}"
-    record "$proto" module "$r" $lua bench/seq.lua module "$url" "$calls" "$warm" "${cafile[@]}"
+    record "$proto" floor "$r" on_cpu 0 "$floor" "$url/otp/verify" "$req_body" "$req_ua" "$req_auth" "$calls" "$warm" "${cafile[@]}"
+    record "$proto" module "$r" on_cpu 0 $lua bench/seq.lua module "$url" "$calls" "$warm" "${cafile[@]}"
     if [ "$proto" = https ]; then # ~44 ms a call: see bench/README.md
-      record "$proto" luasocket "$r" $lua bench/seq.lua luasocket "$url" "$luasec_calls" 5 "${cafile[@]}"
+      record "$proto" luasocket "$r" on_cpu 0 $lua bench/seq.lua luasocket "$url" "$luasec_calls" 5 "${cafile[@]}"
     else
-      record "$proto" luasocket "$r" $lua bench/seq.lua luasocket "$url" "$calls" "$warm" "${cafile[@]}"
+      record "$proto" luasocket "$r" on_cpu 0 $lua bench/seq.lua luasocket "$url" "$calls" "$warm" "${cafile[@]}"
     fi
     if [ -n "$js" ]; then
       if [ "$proto" = https ]; then
-        record "$proto" js "$r" env NODE_EXTRA_CA_CERTS="$ca" node bench/seq_js.mjs "$js" "$url" "$calls" "$warm"
+        record "$proto" js "$r" on_cpu 0 env NODE_EXTRA_CA_CERTS="$ca" node bench/seq_js.mjs "$js" "$url" "$calls" "$warm"
       else
-        record "$proto" js "$r" node bench/seq_js.mjs "$js" "$url" "$calls" "$warm"
+        record "$proto" js "$r" on_cpu 0 node bench/seq_js.mjs "$js" "$url" "$calls" "$warm"
       fi
     fi
   done
+  if [ "$pin" = 1 ]; then
+    log "sequential over $proto, server on the other CPU: $rounds rounds"
+    pin_workers "$tmp/stub/logs/nginx.pid" 1
+    for r in $(seq "$rounds"); do
+      record "$proto-split" floor "$r" on_cpu 0 "$floor" "$url/otp/verify" "$req_body" "$req_ua" "$req_auth" "$calls" "$warm" "${cafile[@]}"
+      record "$proto-split" module "$r" on_cpu 0 $lua bench/seq.lua module "$url" "$calls" "$warm" "${cafile[@]}"
+    done
+  fi
 done
 
 # ---- 5: async, 64 in flight, vs. wrk -c64 --------------------------------------
 log "async ($inflight in flight, $async_calls calls) vs wrk -t1 -c$inflight -d${wrk_seconds}s: $rounds rounds"
+pin_workers "$tmp/stub/logs/nginx.pid" 1
 for r in $(seq "$rounds"); do
-  record conc wrk "$r" wrk_run "$http_url/otp/verify"
-  record conc async "$r" $lua bench/seq.lua async "$http_url" "$async_calls" "$warm"
+  record conc wrk "$r" wrk_run "$http_url/otp/verify" 0
+  record conc async "$r" on_cpu 0 $lua bench/seq.lua async "$http_url" "$async_calls" "$warm"
 done
 # the same pair against the sandbox itself (its Lua handler is then the bottleneck)
 log "the same against the sandbox: $rounds rounds"
+pin_workers "$sprefix/logs/nginx.pid" 1
 for r in $(seq "$rounds"); do
-  record sandbox wrk "$r" wrk_run "$sandbox_url/otp/verify"
-  record sandbox async "$r" $lua bench/seq.lua async "$sandbox_url" "$async_calls" "$warm"
+  record sandbox wrk "$r" wrk_run "$sandbox_url/otp/verify" 0
+  record sandbox async "$r" on_cpu 0 $lua bench/seq.lua async "$sandbox_url" "$async_calls" "$warm"
 done
+pin_workers "$tmp/stub/logs/nginx.pid" 0-1
 
 # ---- 6: nginx: contiguity.resty vs. plain proxy_pass, wrk -c64 ----------------
 if [[ "$skip" != *" resty "* ]]; then
@@ -287,6 +313,9 @@ http {
         # a handler: decode the request, otp.verify through contiguity.resty,
         # answer the result as JSON
         location = /resty/verify { content_by_lua_block { require("resty_handler").verify() } }
+        # diagnostic: the same subrequest with no module (the ceiling of any
+        # ngx.location.capture design): body in, the stand-in's answer out
+        location = /capture/verify { content_by_lua_block { require("resty_handler").capture() } }
         # the same request relayed as it is
         location = /proxy/otp/verify {
             proxy_pass http://contiguity_api/otp/verify;
@@ -301,10 +330,11 @@ CONF
   check="$(curl -sS --max-time 5 -X POST "http://127.0.0.1:$resty_port/resty/verify" \
              -H "Authorization: Token $token" -d "{\"otp_id\":\"$OTP_ID\",\"otp\":\"$OTP_CODE\"}")"
   case "$check" in *'"verified":false'*) ;; *) log "resty handler answered: $check"; exit 1 ;; esac
-  log "nginx: contiguity.resty vs proxy_pass, wrk -t1 -c$inflight -d${wrk_seconds}s: $rounds rounds"
+  log "nginx: contiguity.resty vs proxy_pass vs bare capture, wrk -t1 -c$inflight -d${wrk_seconds}s: $rounds rounds"
   for r in $(seq "$rounds"); do
     record nginx proxy_pass "$r" wrk_run "http://127.0.0.1:$resty_port/proxy/otp/verify"
     record nginx resty "$r" wrk_run "http://127.0.0.1:$resty_port/resty/verify"
+    record nginx capture "$r" wrk_run "http://127.0.0.1:$resty_port/capture/verify"
   done
   # the worker's peak RSS replaces wrk's for these rows
   wpid="$(pgrep -P "$(cat "$tmp/resty/logs/nginx.pid")" | head -n1)"
