@@ -72,6 +72,10 @@ install: build
 	install -d $(DESTDIR)$(PREFIX)/lib/lua/$(LUA_ABI) $(DESTDIR)$(PREFIX)/share/lua/$(LUA_ABI)/contiguity
 	install -m 755 $(MODULE) $(DESTDIR)$(PREFIX)/lib/lua/$(LUA_ABI)/contiguity.so
 	install -m 644 src/contiguity/*.lua $(DESTDIR)$(PREFIX)/share/lua/$(LUA_ABI)/contiguity/
+	@# the command runs with the Lua this module was built for, not whatever `lua` is
+	install -d $(DESTDIR)$(PREFIX)/bin
+	sed '1s|.*|#!/usr/bin/env $(LUA_BIN)|' bin/contiguity-otp > $(DESTDIR)$(PREFIX)/bin/contiguity-otp
+	chmod 755 $(DESTDIR)$(PREFIX)/bin/contiguity-otp
 
 clean:
 	rm -rf build

@@ -24,6 +24,7 @@ dependencies = {
 external_dependencies = {
   CURL = { library = "curl" },
   OPENSSL = { library = "crypto" }, -- libcrypto: HMAC-SHA256 for contiguity.webhook
+  QRENCODE = { library = "qrencode" }, -- libqrencode: contiguity.qr
 }
 build = {
   type = "builtin",
@@ -31,11 +32,15 @@ build = {
     -- one translation unit: contiguity.c includes the other .c files
     contiguity = {
       sources = { "src/contiguity.c" },
-      libraries = { "curl", "crypto", "pthread" },
-      incdirs = { "$(CURL_INCDIR)", "$(OPENSSL_INCDIR)" },
-      libdirs = { "$(CURL_LIBDIR)", "$(OPENSSL_LIBDIR)" },
+      libraries = { "curl", "crypto", "qrencode", "pthread" },
+      incdirs = { "$(CURL_INCDIR)", "$(OPENSSL_INCDIR)", "$(QRENCODE_INCDIR)" },
+      libdirs = { "$(CURL_LIBDIR)", "$(OPENSSL_LIBDIR)", "$(QRENCODE_LIBDIR)" },
     },
     -- pure Lua: the abuse limits that contiguity.new's `guard` option loads
     ["contiguity.guard"] = "src/contiguity/guard.lua",
+  },
+  -- luarocks wraps it so that it runs with the Lua this rock was built for
+  install = {
+    bin = { ["contiguity-otp"] = "bin/contiguity-otp" },
   },
 }
