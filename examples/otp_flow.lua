@@ -93,7 +93,8 @@ if not v.verified then os.exit(1) end
 say("Starting a reverse OTP session for %s", number)
 local s = check(client.otp.reverse.initiate{ number = number, service = "sms", language = "en" })
 io.write("    show the user: " .. s.ui.text .. "\n")
-io.write("    QR code link:  " .. s.ui.qr_code .. "\n")
+io.write("    QR code link:  " .. s.ui.qr_code .. "\n    or the QR code, for the phone's camera:\n\n")
+io.write(check(contiguity.qr(s.ui.qr_code, { format = "terminal" })), "\n")
 io.write("    expires at:    " .. s.expires_at .. "\n")
 
 say("Session status before the user replies: %s", check(client.otp.reverse.verify(s.otp_id)).status)
