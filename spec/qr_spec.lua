@@ -124,9 +124,9 @@ describe("contiguity.qr", function()
       local _, paths = svg:gsub("<path", "")
       assert.are.equal(1, paths)
       -- the first run starts at the quiet zone's edge: the finder pattern's 7 modules
-      assert.truthy(svg:find('d="M4 4h7v1h-7z', 1, true))
+      assert.truthy(svg:find('d="M4 4.5h7m', 1, true))
       -- runs, not one rect per module
-      assert.is_true(#svg < n * n * 4)
+      assert.is_true(#svg < n * n * 3)
       assert.truthy(svg:find("</svg>\n$"))
     end)
 
@@ -134,7 +134,7 @@ describe("contiguity.qr", function()
       local n = #contiguity.qr(SHORT, { format = "matrix" })
       local svg = assert(contiguity.qr(SHORT, { margin = 0 }))
       assert.truthy(svg:find(string.format('viewBox="0 0 %d %d"', n, n), 1, true))
-      assert.truthy(svg:find('d="M0 0h7v1h-7z', 1, true))
+      assert.truthy(svg:find('d="M0 0.5h7m', 1, true))
       assert.are.equal(SHORT, decode_svg(assert(contiguity.qr(SHORT, { margin = 10 }))))
     end)
 

@@ -174,26 +174,27 @@ static int qr_dark(const qr_bits *b, int margin, int x, int y)
     return b->m[y * b->width + x];
 }
 
-/* One <path> of horizontal runs ("M4 5h3v1h-3z") over a white background:
- * a few kilobytes even for version 40, where one rect per module would be
- * hundreds. crispEdges keeps the module edges sharp at any size. */
+/* One <path> drawn with a 1-module stroke along each row's dark runs
+ * ("M4 4.5h7m2 0h1": a run, then the gap to the next and its length) over a
+ * white background: about 7 bytes a run, where one rect per module would be
+ * ten times that. crispEdges keeps the module edges sharp at any size. */
 static void qr_push_svg(lua_State *L, const qr_bits *b, const qr_opts *o)
 {
     luaL_Buffer buf;
-    char tmp[128];
+    char tmp[160];
     int full = b->width + 2 * o->margin, x, y;
 
     luaL_buffinit(L, &buf);
     snprintf(tmp, sizeof tmp,
-             "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" ",
-             o->size, o->size);
+             "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
+             "viewBox=\"0 0 %d %d\" shape-rendering=\"crispEdges\">",
+             o->size, o->size, full, full);
     luaL_addstring(&buf, tmp);
-    snprintf(tmp, sizeof tmp, "viewBox=\"0 0 %d %d\" shape-rendering=\"crispEdges\">", full, full);
-    luaL_addstring(&buf, tmp);
-    snprintf(tmp, sizeof tmp, "<rect width=\"%d\" height=\"%d\" fill=\"#fff\"/><path fill=\"#000\" d=\"",
-             full, full);
+    snprintf(tmp, sizeof tmp, "<rect width=\"%d\" height=\"%d\" fill=\"#fff\"/>"
+             "<path fill=\"none\" stroke=\"#000\" d=\"", full, full);
     luaL_addstring(&buf, tmp);
     for (y = 0; y < b->width; y++) {
+        int end = -1; /* where the row's previous run ended; -1: none yet */
         for (x = 0; x < b->width;) {
             int run;
             if (!b->m[y * b->width + x]) {
@@ -202,9 +203,13 @@ static void qr_push_svg(lua_State *L, const qr_bits *b, const qr_opts *o)
             }
             for (run = 0; x + run < b->width && b->m[y * b->width + x + run]; run++)
                 ;
-            snprintf(tmp, sizeof tmp, "M%d %dh%dv1h-%dz", x + o->margin, y + o->margin, run, run);
+            if (end < 0)
+                snprintf(tmp, sizeof tmp, "M%d %d.5h%d", x + o->margin, y + o->margin, run);
+            else
+                snprintf(tmp, sizeof tmp, "m%d 0h%d", x - end, run);
             luaL_addstring(&buf, tmp);
             x += run;
+            end = x;
         }
     }
     luaL_addstring(&buf, "\"/></svg>\n");
