@@ -79,3 +79,53 @@ install: build
 
 clean:
 	rm -rf build
+
+# ---- sanitizers, embedding, threads, fuzzing (doc/testing.md) ----------------
+# `make sanitize`: the module built with ASan+UBSan (build/asan/5.4), the whole
+# spec suite on Lua 5.4 run by test/lua_host.c (a lua5.4 stand-in built with the
+# sanitizers, so their runtimes come first without LD_PRELOAD leaking into the
+# children the specs start), then the embedding test under ASan. Leaks that
+# are not the module's are listed, with reasons, in lsan.supp.
+SAN_CC      ?= gcc
+SAN_FLAGS   := -fsanitize=address,undefined -fno-omit-frame-pointer -g -O1
+SAN_BUILD   := build/asan
+SAN_OPTS     = ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+               LSAN_OPTIONS=suppressions=$(CURDIR)/lsan.supp:print_suppressions=0 \
+               UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+EMBED_CFLAGS := -g -O1 -Wall -Wextra -Werror -I/usr/include/lua5.4
+EMBED_LIBS   := -llua5.4 -lpthread
+EMBED_PORT  ?= $(PORT)
+
+.PHONY: sanitize embed-test tsan fuzz
+
+# (the specs that run nginx's Lua load the normal build/jit module)
+sanitize: deps
+	@$(MAKE) --no-print-directory build LUA=jit
+	@$(MAKE) --no-print-directory build LUA=5.4 BUILD=$(SAN_BUILD)/5.4 CC=$(SAN_CC) CFLAGS="$(SAN_FLAGS)"
+	@mkdir -p $(SAN_BUILD)/bin
+	$(SAN_CC) $(SAN_FLAGS) $(EMBED_CFLAGS) test/lua_host.c -o $(SAN_BUILD)/bin/lua5.4 $(EMBED_LIBS)
+	$(SAN_CC) $(SAN_FLAGS) $(EMBED_CFLAGS) test/embed.c -o $(SAN_BUILD)/bin/embed $(EMBED_LIBS)
+	@LUAS=5.4 PORT=$(PORT) BUILD_ROOT=$(SAN_BUILD) SPEC_LUA_BIN=$(CURDIR)/$(SAN_BUILD)/bin/lua5.4 \
+	  LUA_WRAPPER="env $(SAN_OPTS)" sh spec/run
+	@PORT=$(EMBED_PORT) EMBED_WRAPPER="env $(SAN_OPTS)" test/run-embed $(SAN_BUILD)/bin/embed "$(SAN_BUILD)/5.4/?.so"
+
+# The embedding test (test/embed.c) with the normal Lua 5.4 build.
+embed-test: deps
+	@$(MAKE) --no-print-directory build LUA=5.4
+	@mkdir -p build/test
+	$(CC) $(EMBED_CFLAGS) test/embed.c -o build/test/embed $(EMBED_LIBS)
+	@PORT=$(EMBED_PORT) test/run-embed build/test/embed "build/5.4/?.so"
+
+# `make tsan`: the embedding test's 8 threads (and its 1000 state cycles) with
+# the module and the host built with ThreadSanitizer (clang): a data race in
+# the module's process-wide state (libcurl's global init, ...) fails it.
+TSAN_CC    ?= clang
+TSAN_FLAGS := -fsanitize=thread -g -O1
+TSAN_BUILD := build/tsan
+tsan: deps
+	@$(MAKE) --no-print-directory build LUA=5.4 BUILD=$(TSAN_BUILD)/5.4 CC=$(TSAN_CC) CFLAGS="$(TSAN_FLAGS)"
+	@mkdir -p $(TSAN_BUILD)/bin
+	$(TSAN_CC) $(TSAN_FLAGS) $(EMBED_CFLAGS) test/embed.c -o $(TSAN_BUILD)/bin/embed $(EMBED_LIBS)
+	@PORT=$(EMBED_PORT) EMBED_WRAPPER="env TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1" \
+	  test/run-embed $(TSAN_BUILD)/bin/embed "$(TSAN_BUILD)/5.4/?.so"
+

@@ -5,7 +5,7 @@ set -u
 PKGS="gcc make libc6-dev libcurl4-openssl-dev libssl-dev
  lua5.1 lua5.2 lua5.3 lua5.4 liblua5.1-0-dev liblua5.2-dev liblua5.3-dev liblua5.4-dev
  luajit2 libluajit2-5.1-dev lua-cjson lua-busted lua-socket lua-sec luarocks
- nginx libnginx-mod-http-lua wrk valgrind curl openssl
+ nginx libnginx-mod-http-lua wrk valgrind curl openssl clang libclang-rt-dev
  libqrencode-dev zbar-tools librsvg2-bin tmux"
 missing=""
 for p in $PKGS; do
