@@ -162,10 +162,14 @@ local function cg(name)
   return total and { self = self_mod, total = total, incl = incl } or nil
 end
 local a, b = cg("cg.500"), cg("cg.1500")
+local fa, fb = cg("cgf.500"), cg("cgf.1500")
 if a and b then
   print()
   print(("Instructions per otp.verify (callgrind, (1500-call run - 500-call run) / 1000, Lua 5.4, HTTP):"
     .. " module's own code (contiguity.so self) %s; cg_call inclusive (module + libcurl + cjson + Lua API) %s;"
     .. " whole process %s."):format(commas((b.self - a.self) / 1000),
     (a.incl and b.incl) and commas((b.incl - a.incl) / 1000) or "-", commas((b.total - a.total) / 1000)))
+  if fa and fb then
+    print(("The floor's whole process, the same way: %s per call."):format(commas((fb.total - fa.total) / 1000)))
+  end
 end

@@ -23,7 +23,8 @@
 # client and the stand-in's worker on the same CPU (0), so that they measure
 # CPU cost and not the wake-up latency of an idle vCPU; the floor and the
 # module also run with the server on the other CPU ("split"). Throughput
-# rounds give the client CPU 0 and the server CPU 1; the nginx rounds float.
+# rounds give the client (wrk, async) CPU 0 and the server CPU 1; in the
+# nginx rounds the nginx under test has CPU 1, wrk and the stand-in CPU 0.
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -259,7 +260,6 @@ for r in $(seq "$rounds"); do
   record sandbox wrk "$r" wrk_run "$sandbox_url/otp/verify" 0
   record sandbox async "$r" on_cpu 0 $lua bench/seq.lua async "$sandbox_url" "$async_calls" "$warm"
 done
-pin_workers "$tmp/stub/logs/nginx.pid" 0-1
 
 # ---- 6: nginx: contiguity.resty vs. plain proxy_pass, wrk -c64 ----------------
 if [[ "$skip" != *" resty "* ]]; then
@@ -327,14 +327,17 @@ http {
 CONF
   nginx -p "$tmp/resty" -c "$tmp/resty/conf/nginx.conf" -e "$tmp/resty/logs/error.log"
   wait_port "$resty_port"
+  # the nginx under test gets CPU 1 to itself; wrk and the stand-in share CPU 0
+  pin_workers "$tmp/resty/logs/nginx.pid" 1
+  pin_workers "$tmp/stub/logs/nginx.pid" 0
   check="$(curl -sS --max-time 5 -X POST "http://127.0.0.1:$resty_port/resty/verify" \
              -H "Authorization: Token $token" -d "{\"otp_id\":\"$OTP_ID\",\"otp\":\"$OTP_CODE\"}")"
   case "$check" in *'"verified":false'*) ;; *) log "resty handler answered: $check"; exit 1 ;; esac
   log "nginx: contiguity.resty vs proxy_pass vs bare capture, wrk -t1 -c$inflight -d${wrk_seconds}s: $rounds rounds"
   for r in $(seq "$rounds"); do
-    record nginx proxy_pass "$r" wrk_run "http://127.0.0.1:$resty_port/proxy/otp/verify"
-    record nginx resty "$r" wrk_run "http://127.0.0.1:$resty_port/resty/verify"
-    record nginx capture "$r" wrk_run "http://127.0.0.1:$resty_port/capture/verify"
+    record nginx proxy_pass "$r" wrk_run "http://127.0.0.1:$resty_port/proxy/otp/verify" 0
+    record nginx resty "$r" wrk_run "http://127.0.0.1:$resty_port/resty/verify" 0
+    record nginx capture "$r" wrk_run "http://127.0.0.1:$resty_port/capture/verify" 0
   done
   # the worker's peak RSS replaces wrk's for these rows
   wpid="$(pgrep -P "$(cat "$tmp/resty/logs/nginx.pid")" | head -n1)"
@@ -356,6 +359,9 @@ if [[ "$skip" != *" callgrind "* ]] && command -v valgrind >/dev/null; then
       $lua bench/seq.lua module "$http_url" "$n" 20 >/dev/null 2>"$tmp/cg.$n.log" || log "callgrind $n failed"
     callgrind_annotate --inclusive=no --threshold=100 "$tmp/cg.$n" > "$tmp/cg.$n.self" 2>/dev/null || true
     callgrind_annotate --inclusive=yes --threshold=100 "$tmp/cg.$n" > "$tmp/cg.$n.incl" 2>/dev/null || true
+    timeout 300 valgrind --tool=callgrind --callgrind-out-file="$tmp/cgf.$n" \
+      "$floor" "$http_url/otp/verify" "$req_body" "$req_ua" "$req_auth" "$n" 20 >/dev/null 2>"$tmp/cgf.$n.log" || log "callgrind floor $n failed"
+    callgrind_annotate --inclusive=no --threshold=100 "$tmp/cgf.$n" > "$tmp/cgf.$n.self" 2>/dev/null || true
   done
 fi
 
