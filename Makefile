@@ -129,3 +129,25 @@ tsan: deps
 	@PORT=$(EMBED_PORT) EMBED_WRAPPER="env TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1" \
 	  test/run-embed $(TSAN_BUILD)/bin/embed "$(TSAN_BUILD)/5.4/?.so"
 
+# `make fuzz`: every fuzz/*_fuzz.c built with libFuzzer + ASan + UBSan against
+# the module's translation unit, each run FUZZ_TIME seconds on its seed corpus
+# fuzz/corpus/<name> (new inputs go to build/fuzz/corpus/<name>, not the repo).
+FUZZ_CC    ?= clang
+FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+              -fno-omit-frame-pointer -Wall -Wextra -I/usr/include/lua5.4 $(CURL_CFLAGS)
+FUZZ_LIBS   = -llua5.4 $(CURL_LIBS) -lcrypto $(shell pkg-config --libs libqrencode 2>/dev/null) -lpthread -lm
+FUZZ_TIME  ?= 60
+FUZZERS    := $(patsubst fuzz/%.c,build/fuzz/%,$(wildcard fuzz/*_fuzz.c))
+
+build/fuzz/%: fuzz/%.c $(SRCS)
+	@mkdir -p build/fuzz
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(FUZZ_LIBS)
+
+fuzz: deps $(FUZZERS)
+	@for f in $(FUZZERS); do \
+	  n=$${f##*/}; n=$${n%_fuzz}; mkdir -p fuzz/corpus/$$n build/fuzz/corpus/$$n; \
+	  echo "== $$f ($(FUZZ_TIME) s)"; \
+	  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	    $$f -max_total_time=$(FUZZ_TIME) -print_final_stats=1 -artifact_prefix=build/fuzz/$$n- \
+	    build/fuzz/corpus/$$n fuzz/corpus/$$n || exit 1; \
+	done
