@@ -84,9 +84,10 @@ end
 -- A command in a pseudo-terminal: a private tmux server, one 120x40 pane.
 -- The pane stays after the command ends and shows "EXIT=<status>".
 local function terminal(args)
-  local t = { socket = "cg-cli-" .. os.time() .. "-" .. math.random(1000000) }
+  local t = { socket = os.tmpname() } -- a socket of our own, removed by close
+  os.remove(t.socket)
   local function tmux(rest)
-    return "tmux -L " .. t.socket .. " " .. rest
+    return "tmux -S " .. q(t.socket) .. " " .. rest
   end
   local shell = env() .. command(args) .. '; echo "EXIT=$?"; sleep 600'
   local started = os.execute(tmux("new-session -d -x 120 -y 40 -s cli " .. q(shell)))
@@ -110,6 +111,7 @@ local function terminal(args)
   end
   function t.close()
     os.execute(tmux("kill-server 2>/dev/null"))
+    os.remove(t.socket)
   end
   return t
 end
