@@ -38,6 +38,8 @@ build = {
     },
     -- pure Lua: the abuse limits that contiguity.new's `guard` option loads
     ["contiguity.guard"] = "src/contiguity/guard.lua",
+    -- pure Lua: the non-blocking client for OpenResty, on the transport option
+    ["contiguity.resty"] = "src/contiguity/resty.lua",
   },
   -- luarocks wraps it so that it runs with the Lua this rock was built for
   install = {

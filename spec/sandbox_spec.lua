@@ -514,7 +514,8 @@ describe("sandbox", function()
       sandbox.fault({ path = "/otp/verify", action = "none", delay = 0.3 })
       local t0 = socket.gettime()
       local status = api("POST", "/otp/verify", { otp_id = "otp_x", otp = "1" })
-      assert.is_true(socket.gettime() - t0 >= 0.3)
+      -- nginx's timers may fire up to a millisecond early
+      assert.is_true(socket.gettime() - t0 >= 0.29)
       assert.are.equal(404, status)
     end)
 
