@@ -618,31 +618,31 @@ static const char cg_host_glue[] =
     "  return res, err2\n"
     "end\n";
 
-/* Adds one call to the otp or reverse table at -1. */
+/* Pushes fn as an OTP call closure with the upvalues every call reads
+ * (UP_CLIENT, UP_OWNER, UP_OP, UP_BASE). */
+static void cg_push_closure(lua_State *L, lua_CFunction fn, int client, int owner, int op)
+{
+    lua_pushvalue(L, client);
+    lua_pushvalue(L, owner);
+    lua_pushinteger(L, op);
+    compat_getuservalue(L, client);
+    lua_getfield(L, -1, "base_url");
+    lua_remove(L, -2);
+    lua_pushcclosure(L, fn, 4);
+}
+
+/* Adds one call to the otp or reverse table at -1: a C closure for the
+ * libcurl client, the Lua glue around build and decode for a host one. */
 static void cg_add_call(lua_State *L, cg_client *c, int client, int op, const char *name)
 {
     int owner = lua_gettop(L);
     if (!c->host) {
-        lua_pushvalue(L, client);
-        lua_pushvalue(L, owner);
-        lua_pushinteger(L, op);
-        compat_getuservalue(L, client);
-        lua_getfield(L, -1, "base_url");
-        lua_remove(L, -2);
-        lua_pushcclosure(L, cg_call, 4);
+        cg_push_closure(L, cg_call, client, owner, op);
     } else {
-        int i;
         if (luaL_loadbuffer(L, cg_host_glue, sizeof(cg_host_glue) - 1, "=contiguity.host") != 0)
             lua_error(L);
-        for (i = 0; i < 2; i++) {
-            lua_pushvalue(L, client);
-            lua_pushvalue(L, owner);
-            lua_pushinteger(L, op);
-            compat_getuservalue(L, client);
-            lua_getfield(L, -1, "base_url");
-            lua_remove(L, -2);
-            lua_pushcclosure(L, i == 0 ? cg_host_build : cg_host_decode, 4);
-        }
+        cg_push_closure(L, cg_host_build, client, owner, op);
+        cg_push_closure(L, cg_host_decode, client, owner, op);
         compat_getuservalue(L, client);
         lua_getfield(L, -1, "transport");
         lua_getfield(L, -2, "guard");
@@ -1110,6 +1110,8 @@ int luaopen_contiguity(lua_State *L)
     static const luaL_Reg methods[] = {
         {"close", cg_close}, {"poll", cg_poll}, {"wait", cg_wait},
         {"pending", cg_pending}, {"fds", cg_fds}, {NULL, NULL}};
+    static const luaL_Reg metamethods[] = {
+        {"__gc", cg_gc}, {"__close", cg_close}, {"__tostring", cg_tostring}, {NULL, NULL}};
     static const luaL_Reg funcs[] = {{"new", cg_new}, {"version", cg_version}, {"qr", qr_encode},
                                      {"hmac", wh_hmac_hex}, {"random_bytes", wh_random_bytes},
                                      {NULL, NULL}};
@@ -1126,16 +1128,11 @@ int luaopen_contiguity(lua_State *L)
     lua_pop(L, 1);
 
     if (luaL_newmetatable(L, CG_CLIENT_MT)) {
+        compat_setfuncs(L, metamethods, 0);
         lua_newtable(L);
         compat_setfuncs(L, methods, 0);
         lua_pushcclosure(L, cg_index, 1);
         lua_setfield(L, -2, "__index");
-        lua_pushcfunction(L, cg_gc);
-        lua_setfield(L, -2, "__gc");
-        lua_pushcfunction(L, cg_close);
-        lua_setfield(L, -2, "__close");
-        lua_pushcfunction(L, cg_tostring);
-        lua_setfield(L, -2, "__tostring");
         lua_pushliteral(L, CG_CLIENT_MT);
         lua_setfield(L, -2, "__name");
         lua_pushboolean(L, 0);
