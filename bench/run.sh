@@ -85,6 +85,16 @@ pin_workers() {
   for w in $(pgrep -P "$(cat "$1")"); do taskset -pc "$2" "$w" >/dev/null; done
 }
 
+# What the harness needs; a missing optional tool only drops its rows.
+for t in nginx curl cc openssl $lua luajit; do
+  command -v "$t" >/dev/null || { log "bench needs $t"; exit 1; }
+done
+for t in wrk valgrind node npm taskset; do
+  command -v "$t" >/dev/null || log "note: $t is not installed; its rows are skipped or unpinned"
+done
+command -v taskset >/dev/null || pin=0
+timer=(); [ -x /usr/bin/time ] && timer=(/usr/bin/time -f 'hwm %M')
+
 for p in $sandbox_port $sandbox_tls $stub_port $stub_tls $resty_port; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
     log "port $p is in use; set BENCH_PORT to a base with 5 free ports"; exit 1
@@ -205,7 +215,7 @@ record() {
 # wrk run: converts wrk's report to the same fields (peak RSS by /usr/bin/time).
 wrk_run() {
   local url="$1" cpu="${2:-0-1}" out n secs errs hwm
-  out="$(on_cpu "$cpu" timeout 60 /usr/bin/time -f 'hwm %M' wrk -t1 -c"$inflight" -d"${wrk_seconds}s" \
+  out="$(on_cpu "$cpu" timeout 60 "${timer[@]}" wrk -t1 -c"$inflight" -d"${wrk_seconds}s" \
            -s "$here/verify.lua" "$url" 2>&1)" || return 1
   n="$(printf '%s\n' "$out" | sed -n 's/^ *\([0-9]*\) requests in.*/\1/p')"
   secs="$(printf '%s\n' "$out" | awk -v n="$n" '/^Requests\/sec:/ { printf "%.6f", n / $2 }')"
