@@ -18,10 +18,11 @@ for l in lines("results") do
   local g, n, r, s, c, e, h = l:match("^(%S+) (%S+) (%d+) (%S+) (%d+) (%d+) (%-?%d+)$")
   local key = (g or l:match("^(%S+ %S+)")):gsub(" ", ".")
   if g then key = g .. "." .. n end
-  local t = runs[key] or { rates = {}, errors = 0, calls = 0, hwm = 0, failed = 0 }
+  local t = runs[key] or { rates = {}, by_round = {}, errors = 0, calls = 0, hwm = 0, failed = 0 }
   runs[key] = t
   if g then
     t.rates[#t.rates + 1] = tonumber(c) / tonumber(s)
+    t.by_round[tonumber(r)] = tonumber(c) / tonumber(s)
     t.errors = t.errors + tonumber(e)
     t.calls = t.calls + tonumber(c)
     t.hwm = math.max(t.hwm, tonumber(h))
@@ -47,6 +48,19 @@ for l in lines("machine") do
 end
 
 local function rate(key) return runs[key] and median(runs[key].rates) end
+
+-- The median of per-round ratios: each round of a contender is compared
+-- with the reference's round next to it in time, so a burst of load from
+-- elsewhere that hits one pair does not skew the ratio.
+local function ratio(key, ref)
+  local a, b = runs[key], runs[ref]
+  if not (a and b) then return nil end
+  local rs = {}
+  for r, v in pairs(a.by_round) do
+    if b.by_round[r] then rs[#rs + 1] = v / b.by_round[r] end
+  end
+  return median(rs)
+end
 
 local function commas(n)
   local s = ("%d"):format(math.floor(n + 0.5))
@@ -84,7 +98,7 @@ for _, l in ipairs(machine) do
   if not l:match("^nginx_worker_hwm_kib") and not l:match("^envelope") then print(l) end
 end
 print()
-print(("Median of %d interleaved rounds; ratio = calls/s / the reference row of its group (first row)."):format(rounds))
+print(("calls/s: median of %d interleaved rounds; ratio: median over rounds of (calls/s / the same round of the first row of its group)."):format(rounds))
 print()
 print("| group | client | calls/s | µs/call | ratio | peak RSS | errors |")
 print("|---|---|---:|---:|---:|---:|---:|")
@@ -92,7 +106,7 @@ for _, row in ipairs(rows) do
   local key, label, ref = row[1], row[2], row[3]
   local t, r = runs[key], rate(key)
   if t then
-    local rr = rate(ref)
+    local q = ratio(key, ref)
     local hwm = t.hwm
     local hwm_s = hwm > 0 and ("%.1f MiB"):format(hwm / 1024) or "-"
     if key:match("^nginx") then
@@ -100,7 +114,7 @@ for _, row in ipairs(rows) do
     end
     print(("| %s | %s | %s | %s | %s | %s | %d%s |"):format(section[key:match("^[%w%-]+")], label,
       r and commas(r) or "-", r and ("%.1f"):format(1e6 / r) or "-",
-      (r and rr) and ("%.2f"):format(r / rr) or "-", hwm_s, t.errors,
+      q and ("%.2f"):format(q) or "-", hwm_s, t.errors,
       t.failed > 0 and (" (%d runs failed)"):format(t.failed) or ""))
   end
 end
@@ -108,9 +122,9 @@ end
 -- Targets, on ratios from this same run.
 print()
 local function target(name, a, b, k)
-  local ra, rb = rate(a), rate(b)
-  if not (ra and rb) then print(("- %s: not measured"):format(name)); return end
-  print(("- %s: %.2f -> %s"):format(name, ra / rb, ra / rb >= k and "met" or "MISSED"))
+  local q = ratio(a, b)
+  if not q then print(("- %s: not measured"):format(name)); return end
+  print(("- %s: %.3f -> %s"):format(name, q, q >= k and "met" or "MISSED"))
 end
 target("module >= 0.90 x floor, HTTP", "http.module", "http.floor", 0.90)
 target("module >= 0.90 x floor, HTTPS", "https.module", "https.floor", 0.90)
