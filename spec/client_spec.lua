@@ -205,6 +205,16 @@ describe("contiguity module", function()
     end)
   end)
 
+  it("keeps a timestamp that is no representable integer as a number", function()
+    local c = client()
+    for _, ts in ipairs{ "1e308", "-1e308", "2.5" } do
+      sandbox.fault{ path = "/otp/verify", action = "status", status = 200,
+        body = '{"id":"req_1","timestamp":' .. ts .. ',"data":{"verified":false}}' }
+      local res = c.otp.verify{ otp_id = "otp_x", otp = "123456" }
+      assert.equals(tonumber(ts), res.metadata.timestamp)
+    end
+  end)
+
   describe("errors", function()
     local cases = {
       { "otp.new", { language = "en", name = "A" }, "to", "is required" },

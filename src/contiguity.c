@@ -579,7 +579,9 @@ static int cg_host_decode(lua_State *L)
         }
         if ((h = cg_header(L, 4, "retry-after")) != NULL)
             meta.retry_after = atof(h);
-        if (len > c->max_response) {
+        if (!(lua_tonumber(L, 2) >= 100 && lua_tonumber(L, 2) < 600)) {
+            n = resp_error(L, op->name, "network", "transport returned an invalid HTTP status");
+        } else if (len > c->max_response) {
             n = resp_error(L, op->name, "decode", "response body larger than max_response_bytes");
         } else {
             n = resp_decode(L, op, (long)lua_tonumber(L, 2), body, len, &meta);

@@ -26,9 +26,22 @@ static void resp_set_bool(lua_State *L, const char *k, int v)
     lua_setfield(L, -2, k);
 }
 
+/* Pushes v as an integer where the Lua has integers and v is one; any
+ * other number (1e308, NaN, 2.5: a server may send anything) stays a
+ * float. Converting an out-of-range double is undefined behaviour in C, so
+ * the range is checked before the cast. */
+static void resp_push_int(lua_State *L, double v)
+{
+    if (v >= -9223372036854775808.0 && v < 9223372036854775808.0 &&
+        (double)(long long)v == v)
+        compat_pushint(L, (long long)v);
+    else
+        lua_pushnumber(L, v);
+}
+
 static void resp_set_int(lua_State *L, const char *k, double v)
 {
-    compat_pushint(L, v);
+    resp_push_int(L, v);
     lua_setfield(L, -2, k);
 }
 
@@ -48,8 +61,8 @@ static int resp_error_tostring(lua_State *L)
         lua_pop(L, 1);
     }
     lua_getfield(L, 1, "status");
-    if (lua_isnumber(L, -1)) {
-        lua_pushfstring(L, "%d ", (int)lua_tonumber(L, -1));
+    if (lua_type(L, -1) == LUA_TNUMBER) {
+        lua_pushfstring(L, "%s ", lua_tostring(L, -1));
         lua_remove(L, -2);
         luaL_addvalue(&b);
     } else {
@@ -100,7 +113,7 @@ static void resp_copy_int(lua_State *L, int from, const char *k)
     if (lua_type(L, -1) == LUA_TNUMBER) {
         double v = lua_tonumber(L, -1);
         lua_pop(L, 1);
-        compat_pushint(L, v);
+        resp_push_int(L, v);
     }
     lua_setfield(L, -2, k);
 }
