@@ -80,7 +80,7 @@ install: build
 clean:
 	rm -rf build
 
-# ---- sanitizers, embedding, threads, fuzzing (doc/testing.md) ----------------
+# ---- sanitizers, embedding, threads, fuzzing (README, "Tests") -------------
 # `make sanitize`: the module built with ASan+UBSan (build/asan/5.4), the whole
 # spec suite on Lua 5.4 run by test/lua_host.c (a lua5.4 stand-in built with the
 # sanitizers, so their runtimes come first without LD_PRELOAD leaking into the
