@@ -424,6 +424,25 @@ describe("contiguity module", function()
     end)
   end)
 
+  describe("debug = true", function()
+    it("writes one line per request to stderr, without the token", function()
+      local code = [[
+        local c = require("contiguity").new("contiguity_sk_STDERRSECRET", { base_url = "]] .. sandbox.url() .. [[", debug = true })
+        c.otp.verify{ otp_id = "otp_x", otp = "123456" }
+        c.otp.reverse.verify("r_otp_y")
+      ]]
+      local cpath = "LUA_CPATH='" .. package.cpath .. "' LUA_PATH='" .. package.path .. "'"
+      local out = run_lua(cpath, code)
+      local n = 0
+      for line in out:gmatch("[^\n]+") do
+        n = n + 1
+        assert.matches("^contiguity: otp%.[%a.]+ [A-Z]+ /otp/%S+ %-> api 404 %(request err_%w+%) [%d.]+ ms$", line)
+        assert.not_matches("STDERRSECRET", line)
+      end
+      assert.equals(2, n)
+    end)
+  end)
+
   describe("the token stays secret", function()
     it("never appears in errors or debug lines, whatever happens", function()
       local secret = "contiguity_sk_TOPSECRET_0123456789"
