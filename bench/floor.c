@@ -5,6 +5,9 @@
  * module's headers (Authorization, Content-Type, Accept, empty Expect, its
  * User-Agent) and body; the response body is appended to a reused buffer
  * and not decoded. Prints "seconds calls errors vmhwm_kib" on stdout.
+ * FLOOR_FRESH=1 in the environment opens a new connection for every call
+ * (CURLOPT_FRESH_CONNECT, what the module does for otp.new and otp.resend):
+ * bench/fresh.sh uses it to measure what that costs.
  * Built by bench/run.sh: cc -O2 bench/floor.c -lcurl.
  */
 #include <stdio.h>
@@ -105,6 +108,8 @@ int main(int argc, char **argv)
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, 10000L);
     if (argc > 7)
         curl_easy_setopt(e, CURLOPT_CAINFO, argv[7]);
+    if (getenv("FLOOR_FRESH") != NULL && strcmp(getenv("FLOOR_FRESH"), "1") == 0)
+        curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L);
     for (i = 0; i < warm; i++)
         errors += floor_call(e, &b);
     if (errors > 0) {
