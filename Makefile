@@ -85,7 +85,12 @@ clean:
 # spec suite on Lua 5.4 run by test/lua_host.c (a lua5.4 stand-in built with the
 # sanitizers, so their runtimes come first without LD_PRELOAD leaking into the
 # children the specs start), then the embedding test under ASan. Leaks that
-# are not the module's are listed, with reasons, in lsan.supp.
+# are not the module's are listed, with reasons, in lsan.supp. The spec run
+# leaves leak detection to `make valgrind` (the same suite, leak-check=full):
+# LeakSanitizer's exit-time scan (it stops every thread with ptrace) aborted
+# once in a clean-clone CI run of this suite ("LeakSanitizer has encountered
+# a fatal error", not reproducible on demand) after every spec had passed. The
+# embedding test, which is about lua_close freeing everything, keeps it on.
 SAN_CC      ?= gcc
 SAN_FLAGS   := -fsanitize=address,undefined -fno-omit-frame-pointer -g -O1
 SAN_BUILD   := build/asan
@@ -106,7 +111,7 @@ sanitize: deps
 	$(SAN_CC) $(SAN_FLAGS) $(EMBED_CFLAGS) test/lua_host.c -o $(SAN_BUILD)/bin/lua5.4 $(EMBED_LIBS)
 	$(SAN_CC) $(SAN_FLAGS) $(EMBED_CFLAGS) test/embed.c -o $(SAN_BUILD)/bin/embed $(EMBED_LIBS)
 	@LUAS=5.4 PORT=$(PORT) BUILD_ROOT=$(SAN_BUILD) SPEC_LUA_BIN=$(CURDIR)/$(SAN_BUILD)/bin/lua5.4 \
-	  LUA_WRAPPER="env $(SAN_OPTS)" sh spec/run
+	  LUA_WRAPPER="env $(SAN_OPTS) ASAN_OPTIONS=detect_leaks=0:abort_on_error=1" sh spec/run
 	@PORT=$(EMBED_PORT) EMBED_WRAPPER="env $(SAN_OPTS)" test/run-embed $(SAN_BUILD)/bin/embed "$(SAN_BUILD)/5.4/?.so"
 
 # The embedding test (test/embed.c) with the normal Lua 5.4 build.
