@@ -364,6 +364,26 @@ describe("async calls", function()
     assert.is_nil(t)
   end)
 
+  it("fds() reports descriptors numbered 1024 and above", function()
+    -- a game server with many player sockets: libcurl's sockets get high numbers
+    local files = {}
+    for i = 1, 1100 do files[i] = assert(io.open("/dev/null")) end
+    local c = client()
+    sandbox.fault{ path = "/otp/verify", action = "none", delay = 0.2 }
+    local got
+    c.otp.verify({ otp_id = "otp_x", otp = "1" }, function(res, err) got = res or err end)
+    local high = false
+    while c:pending() > 0 do
+      local r, w = c:fds()
+      for _, fd in ipairs(r) do high = high or fd >= 1024 end
+      for _, fd in ipairs(w) do high = high or fd >= 1024 end
+      c:poll(0.05)
+    end
+    for _, f in ipairs(files) do f:close() end
+    assert.is_true(high)
+    assert.equals(404, got.status)
+  end)
+
   it("keeps working for blocking calls between and inside async ones", function()
     local c = client()
     local async = {}

@@ -8,7 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/select.h>
 #include "contiguity.h"
 #include "response.c"
 #include "ops.c"
@@ -133,6 +132,8 @@ static int cg_multi(cg_client *c)
     curl_multi_setopt(c->multi, CURLMOPT_MAX_HOST_CONNECTIONS, c->max_connections);
     curl_multi_setopt(c->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, c->max_connections);
     curl_multi_setopt(c->multi, CURLMOPT_MAXCONNECTS, c->max_connections);
+    curl_multi_setopt(c->multi, CURLMOPT_SOCKETFUNCTION, curlt_on_socket);
+    curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, (void *)c);
     return 1;
 }
 
@@ -344,9 +345,10 @@ static int cg_step(lua_State *L, cg_client *c, int client, int uv, double timeou
 {
     double deadline = curlt_now() + timeout, left, next_retry;
     int running = 0, ran;
+    long ms = 0;
     for (;;) {
         next_retry = cg_resume_due(L, c, uv);
-        curl_multi_perform(c->multi, &running);
+        curlt_multi_turn(c, ms, &running);
         cg_collect(L, c, uv);
         ran = cg_deliver(L, c, client, uv);
         if (ran > 0 || (running == 0 && c->waiting == 0) || c->closed || !(timeout > 0))
@@ -357,7 +359,7 @@ static int cg_step(lua_State *L, cg_client *c, int client, int uv, double timeou
         if (next_retry < left)
             left = next_retry;
         /* whole ms rounded up, so a short wait never turns into a spin */
-        curl_multi_poll(c->multi, NULL, 0, left > 1.0 ? 1000 : (int)(left * 1000.0) + 1, NULL);
+        ms = left > 1.0 ? 1000 : (long)(left * 1000.0) + 1;
     }
 }
 
@@ -410,8 +412,7 @@ static int cg_pending(lua_State *L)
 static int cg_fds(lua_State *L)
 {
     cg_client *c = cg_check(L, 1);
-    fd_set r, w, x;
-    int maxfd = -1, fd, nr = 0, nw = 0;
+    int i, nr = 0, nw = 0;
     long ms = -1;
     lua_newtable(L);
     lua_newtable(L);
@@ -419,17 +420,13 @@ static int cg_fds(lua_State *L)
         lua_pushnil(L);
         return 3;
     }
-    FD_ZERO(&r);
-    FD_ZERO(&w);
-    FD_ZERO(&x);
-    curl_multi_fdset(c->multi, &r, &w, &x, &maxfd);
-    for (fd = 0; fd <= maxfd; fd++) {
-        if (FD_ISSET(fd, &r)) {
-            lua_pushinteger(L, fd);
+    for (i = 0; i < c->nsocks; i++) {
+        if (c->socks[i].events & POLLIN) {
+            lua_pushinteger(L, c->socks[i].fd);
             lua_rawseti(L, -3, ++nr);
         }
-        if (FD_ISSET(fd, &w)) {
-            lua_pushinteger(L, fd);
+        if (c->socks[i].events & POLLOUT) {
+            lua_pushinteger(L, c->socks[i].fd);
             lua_rawseti(L, -2, ++nw);
         }
     }
@@ -715,6 +712,7 @@ static void cg_release(lua_State *L, cg_client *c, int idx, int deliver)
         lua_setfield(L, -2, "pending");
         curl_multi_cleanup(c->multi);
         c->multi = NULL;
+        curlt_multi_free(c);
     }
     if (c->easy != NULL) {
         curl_easy_cleanup(c->easy);

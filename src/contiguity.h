@@ -3,6 +3,7 @@
 #define CONTIGUITY_H
 
 #include <stddef.h>
+#include <poll.h>
 #include <curl/curl.h>
 #include "compat.h"
 
@@ -69,6 +70,9 @@ typedef struct cg_client {
     int debug;   /* 0 off, 1 stderr, 2 Lua function in the user value */
     int host;    /* a Lua transport function moves the bytes */
     int guard;   /* contiguity.guard object in the user value (abuse limits) */
+    struct pollfd *socks;        /* sockets libcurl asked to watch (CURLMOPT_SOCKETFUNCTION) */
+    struct pollfd *ready;        /* scratch: the ones poll(2) found ready */
+    int nsocks, capsocks;
     int pending; /* async calls whose callback has not run */
     int waiting; /* of those, backing off before their next attempt */
     char errbuf[CURL_ERROR_SIZE];

@@ -352,6 +352,82 @@ static int curlt_perform(lua_State *L, cg_client *c, const ops_op *op, int url_i
 
 /* ---- many calls in flight: libcurl multi ---------------------------- */
 
+/* libcurl's socket callback: keeps the set of sockets it wants watched, and
+ * for what, in the client. Runs inside libcurl, so it only touches C
+ * memory; returning -1 on a failed allocation makes libcurl fail the
+ * transfers instead of losing track of a socket. */
+static int curlt_on_socket(CURL *e, curl_socket_t s, int what, void *ud, void *sockp)
+{
+    cg_client *c = (cg_client *)ud;
+    int i;
+    (void)e;
+    (void)sockp;
+    for (i = 0; i < c->nsocks && c->socks[i].fd != s; i++)
+        ;
+    if (what == CURL_POLL_REMOVE) {
+        if (i < c->nsocks)
+            c->socks[i] = c->socks[--c->nsocks];
+        return 0;
+    }
+    if (i == c->nsocks) {
+        if (c->nsocks == c->capsocks) {
+            int cap = c->capsocks ? c->capsocks * 2 : 8;
+            struct pollfd *a = (struct pollfd *)realloc(c->socks, (size_t)cap * sizeof(*a));
+            struct pollfd *b;
+            if (a == NULL)
+                return -1;
+            c->socks = a;
+            b = (struct pollfd *)realloc(c->ready, (size_t)cap * sizeof(*b));
+            if (b == NULL)
+                return -1;
+            c->ready = b;
+            c->capsocks = cap;
+        }
+        c->nsocks++;
+        c->socks[i].fd = s;
+        c->socks[i].revents = 0;
+    }
+    c->socks[i].events = (short)(((what & CURL_POLL_IN) ? POLLIN : 0) |
+                                 ((what & CURL_POLL_OUT) ? POLLOUT : 0));
+    return 0;
+}
+
+/* One turn of the multi handle on libcurl's socket interface: waits at most
+ * `ms` (0: not at all) for a watched socket or libcurl's next timer, then
+ * hands libcurl each ready socket and its due timers. The socket interface,
+ * rather than curl_multi_perform, is what keeps client:fds() exact for any
+ * descriptor number. */
+static void curlt_multi_turn(cg_client *c, long ms, int *running)
+{
+    long t = -1;
+    int i, n = 0;
+    curl_multi_timeout(c->multi, &t);
+    if (t >= 0 && t < ms)
+        ms = t;
+    if (poll(c->socks, (nfds_t)c->nsocks, (int)ms) > 0) {
+        /* copy first: libcurl changes the watched set while it runs */
+        for (i = 0; i < c->nsocks; i++)
+            if (c->socks[i].revents != 0)
+                c->ready[n++] = c->socks[i];
+        for (i = 0; i < n; i++) {
+            short r = c->ready[i].revents;
+            int ev = ((r & POLLIN) ? CURL_CSELECT_IN : 0) | ((r & POLLOUT) ? CURL_CSELECT_OUT : 0) |
+                     ((r & (POLLERR | POLLHUP | POLLNVAL)) ? CURL_CSELECT_ERR : 0);
+            curl_multi_socket_action(c->multi, c->ready[i].fd, ev, running);
+        }
+    } /* with nothing to watch (only backoffs), poll(2) just sleeps */
+    curl_multi_socket_action(c->multi, CURL_SOCKET_TIMEOUT, 0, running);
+}
+
+static void curlt_multi_free(cg_client *c)
+{
+    free(c->socks);
+    free(c->ready);
+    c->socks = c->ready = NULL;
+    c->nsocks = c->capsocks = 0;
+}
+
+
 /* One async call. The userdata owns the easy handle and the buffers; the
  * client's user value keeps it reachable until its callback has run. */
 typedef struct cg_transfer {
