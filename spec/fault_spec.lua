@@ -14,11 +14,7 @@ local function remember_code()
   codes[#codes + 1] = sandbox.last_code(NUMBER)
 end
 
--- Runs a shell command; true when it exited 0 (os.execute differs across Luas).
-local function sh(cmd)
-  local r = os.execute(cmd)
-  return r == true or r == 0
-end
+local sh = require("spec.helpers.shell").run
 
 local function client(opts)
   opts = opts or {}

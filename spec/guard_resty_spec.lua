@@ -4,54 +4,22 @@
 -- total. The spec only speaks HTTP to that nginx, so it runs under every
 -- Lua; nginx loads build/jit/contiguity.so.
 local cjson = require("cjson")
-local socket = require("socket")
 local sandbox = require("spec.helpers.sandbox")
+local shell = require("spec.helpers.shell")
+local nginx = require("spec.helpers.nginx")
 
 local NUMBER = "+15551234567"
 local LIMIT = 3
-local REPO = (function()
-  local p = io.popen("pwd")
-  local d = p:read("*l")
-  p:close()
-  return d
-end)()
 local SANDBOX_PORT = tonumber(sandbox.url():match(":(%d+)$"))
 local PORT = tonumber(os.getenv("CONTIGUITY_GUARD_RESTY_PORT") or "") or SANDBOX_PORT + 102
-local PREFIX = (os.getenv("TMPDIR") or "/tmp") .. "/contiguity-guard-spec." .. PORT
-local MODULES = os.getenv("NGINX_MODULES_DIR") or "/usr/lib/nginx/modules"
 local BASE = "http://127.0.0.1:" .. PORT
+local sh = shell.run
 
-local function sh(cmd)
-  local p = assert(io.popen(cmd .. " 2>&1"))
-  local out = p:read("*a")
-  local ok, _, code = p:close()
-  if type(ok) == "number" then code = ok; ok = code == 0 end -- Lua 5.1
-  return ok == true or ok == 0, out, code
-end
-
--- Each worker makes its client on first use; the handler sleeps a little
--- before the call so that requests overlap in both workers. reuseport
--- makes the kernel spread connections over the workers.
-local function nginx_conf()
-  local user = select(2, sh("id -u")):match("^0") and "user nobody nogroup;" or ""
-  return ([[
-load_module MODULES/ndk_http_module.so;
-load_module MODULES/ngx_http_lua_module.so;
-USER
-daemon on;
-worker_processes 2;
-error_log PREFIX/logs/error.log warn;
-pid PREFIX/logs/nginx.pid;
-events { worker_connections 256; }
-http {
-    access_log off;
-    client_body_temp_path PREFIX/tmp/client_body;
-    proxy_temp_path PREFIX/tmp/proxy;
-    fastcgi_temp_path PREFIX/tmp/fastcgi;
-    uwsgi_temp_path PREFIX/tmp/uwsgi;
-    scgi_temp_path PREFIX/tmp/scgi;
-    lua_package_path "REPO/src/?.lua;/usr/share/lua/5.1/?.lua;/usr/share/lua/5.1/?/init.lua;;";
-    lua_package_cpath "REPO/build/jit/?.so;/usr/lib/x86_64-linux-gnu/lua/5.1/?.so;;";
+-- Two workers sharing one lua_shared_dict. Each worker makes its client on
+-- first use; the handler sleeps a little before the call so that requests
+-- overlap in both workers. reuseport makes the kernel spread connections
+-- over the workers.
+local server = nginx.new{ name = "guard-spec", port = PORT, workers = 2, http = ([[
     lua_shared_dict contiguity_guard 1m;
 
     server {
@@ -85,52 +53,7 @@ http {
             }
         }
     }
-}
-]]):gsub("MODULES", MODULES):gsub("USER", user):gsub("PREFIX", PREFIX):gsub("REPO", REPO)
-    :gsub("SANDBOX", tostring(SANDBOX_PORT)):gsub("PORT", tostring(PORT))
-    :gsub("TOKEN", sandbox.TOKEN):gsub("LIMIT", tostring(LIMIT))
-end
-
-local function stop_nginx()
-  local f = io.open(PREFIX .. "/logs/nginx.pid")
-  if f then
-    local pid = f:read("*n")
-    f:close()
-    if pid then
-      sh("kill -QUIT " .. pid)
-      for _ = 1, 100 do
-        if not sh("kill -0 " .. pid) then break end
-        socket.sleep(0.05)
-      end
-      sh("kill -KILL " .. pid)
-    end
-  end
-  sh("rm -rf '" .. PREFIX .. "'")
-end
-
-local function start_nginx()
-  stop_nginx()
-  assert(sh("mkdir -p '" .. PREFIX .. "/conf' '" .. PREFIX .. "/logs' '" .. PREFIX .. "/tmp'"
-    .. " && chmod -R a+rX '" .. PREFIX .. "'"))
-  local conf = assert(io.open(PREFIX .. "/conf/nginx.conf", "w"))
-  conf:write((nginx_conf()))
-  conf:close()
-  local ok, out = sh("nginx -p '" .. PREFIX .. "' -c '" .. PREFIX .. "/conf/nginx.conf' -e '"
-    .. PREFIX .. "/logs/error.log'")
-  if not ok then
-    local log = select(2, sh("tail -n 5 '" .. PREFIX .. "/logs/error.log'"))
-    error("nginx did not start on port " .. PORT .. ": " .. out .. log)
-  end
-  for _ = 1, 100 do
-    local c = socket.tcp()
-    c:settimeout(0.1)
-    local up = c:connect("127.0.0.1", PORT)
-    c:close()
-    if up then return end
-    socket.sleep(0.05)
-  end
-  error("nginx did not listen on port " .. PORT)
-end
+]]):gsub("SANDBOX", tostring(SANDBOX_PORT)):gsub("TOKEN", sandbox.TOKEN):gsub("LIMIT", tostring(LIMIT)) }
 
 -- n concurrent GET /send?to=number (curl --parallel, one connection each):
 -- the decoded answers.
@@ -152,8 +75,8 @@ local function concurrent(n, number)
 end
 
 describe("guard in nginx with two workers and a lua_shared_dict", function()
-  setup(start_nginx)
-  teardown(stop_nginx)
+  setup(server.start)
+  teardown(server.stop)
   before_each(function() sandbox.reset() end)
 
   it("never sends more than the per-number limit, whichever worker serves", function()

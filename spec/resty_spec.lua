@@ -5,33 +5,14 @@ local cjson = require("cjson")
 local socket = require("socket")
 local http = require("spec.helpers.http")
 local sandbox = require("spec.helpers.sandbox")
+local shell = require("spec.helpers.shell")
+local nginx = require("spec.helpers.nginx")
 
 local NUMBER = "+15551234567"
-local REPO = (function()
-  local p = io.popen("pwd")
-  local d = p:read("*l")
-  p:close()
-  return d
-end)()
 local SANDBOX_PORT = tonumber(sandbox.url():match(":(%d+)$"))
 local PORT = tonumber(os.getenv("CONTIGUITY_RESTY_PORT") or "") or SANDBOX_PORT + 100
-local PREFIX = (os.getenv("TMPDIR") or "/tmp") .. "/contiguity-resty-spec." .. PORT
-local MODULES = os.getenv("NGINX_MODULES_DIR") or "/usr/lib/nginx/modules"
 local BASE = "http://127.0.0.1:" .. PORT
-
-local function sh(cmd)
-  local p = assert(io.popen(cmd .. " 2>&1"))
-  local out = p:read("*a")
-  local ok, _, code = p:close()
-  if type(ok) == "number" then code = ok; ok = code == 0 end -- Lua 5.1
-  return ok == true or ok == 0, out, code
-end
-
-local function file_exists(name)
-  local f = io.open(name, "r")
-  if f then f:close() end
-  return f ~= nil
-end
+local sh = shell.run
 
 -- The internal location as doc/openresty.md documents it, minus TLS (the
 -- sandbox is plain http on loopback): path and headers come from the
@@ -58,26 +39,8 @@ local function api_location(name, upstream, read_timeout)
 ]]):gsub("NAME", name):gsub("UPSTREAM", upstream):gsub("READ", read_timeout)
 end
 
-local function nginx_conf()
-  local user = select(2, sh("id -u")):match("^0") and "user nobody nogroup;" or ""
-  return ([[
-load_module MODULES/ndk_http_module.so;
-load_module MODULES/ngx_http_lua_module.so;
-USER
-daemon on;
-worker_processes 1;
-error_log PREFIX/logs/error.log warn;
-pid PREFIX/logs/nginx.pid;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    client_body_temp_path PREFIX/tmp/client_body;
-    proxy_temp_path PREFIX/tmp/proxy;
-    fastcgi_temp_path PREFIX/tmp/fastcgi;
-    uwsgi_temp_path PREFIX/tmp/uwsgi;
-    scgi_temp_path PREFIX/tmp/scgi;
-    lua_package_path "REPO/src/?.lua;REPO/?.lua;/usr/share/lua/5.1/?.lua;/usr/share/lua/5.1/?/init.lua;;";
-    lua_package_cpath "REPO/build/jit/?.so;/usr/lib/x86_64-linux-gnu/lua/5.1/?.so;;";
+-- One worker, the internal locations and the spec's handlers (spec/helpers/resty_app.lua).
+local server = nginx.new{ name = "resty-spec", port = PORT, http = ([[
     init_by_lua_block { require("cjson"); require("contiguity.resty").new("TOKEN") } # a client can be made in init
 
     upstream contiguity_api {
@@ -104,59 +67,12 @@ LOCATIONS
         location /t/ { content_by_lua_block { require("spec.helpers.resty_app").handle() } }
         location /otp/ { content_by_lua_block { require("spec.helpers.resty_app").echo() } }
     }
-}
 ]]):gsub("LOCATIONS", function()
     return api_location("/_contiguity", "contiguity_api", "10s")
       .. api_location("/_contiguity_short", "contiguity_api", "200ms")
       .. api_location("/_contiguity_echo", "contiguity_echo", "5s")
       .. api_location("/_contiguity_closed", "contiguity_closed", "5s")
-  end):gsub("MODULES", MODULES):gsub("USER", user):gsub("PREFIX", PREFIX):gsub("REPO", REPO)
-    :gsub("SANDBOX_URL", sandbox.url()):gsub("SANDBOX", tostring(SANDBOX_PORT))
-    :gsub("PORT", tostring(PORT)):gsub("TOKEN", sandbox.TOKEN)
-end
-
-local function stop_nginx()
-  local f = io.open(PREFIX .. "/logs/nginx.pid")
-  if f then
-    local pid = f:read("*n")
-    f:close()
-    if pid then
-      sh("kill -QUIT " .. pid)
-      for _ = 1, 100 do
-        if not sh("kill -0 " .. pid) then break end
-        socket.sleep(0.05)
-      end
-      sh("kill -KILL " .. pid)
-    end
-  end
-  sh("rm -rf '" .. PREFIX .. "'")
-end
-
-local function start_nginx()
-  assert(file_exists(REPO .. "/build/jit/contiguity.so"),
-    "build/jit/contiguity.so is missing: nginx's LuaJIT needs the 5.1-ABI build (make LUA=jit)")
-  stop_nginx()
-  assert(sh("mkdir -p '" .. PREFIX .. "/conf' '" .. PREFIX .. "/logs' '" .. PREFIX .. "/tmp'"
-    .. " && chmod -R a+rX '" .. PREFIX .. "'"))
-  local conf = assert(io.open(PREFIX .. "/conf/nginx.conf", "w"))
-  conf:write((nginx_conf()))
-  conf:close()
-  local ok, out = sh("nginx -p '" .. PREFIX .. "' -c '" .. PREFIX .. "/conf/nginx.conf' -e '"
-    .. PREFIX .. "/logs/error.log'")
-  if not ok then
-    local log = select(2, sh("tail -n 5 '" .. PREFIX .. "/logs/error.log'"))
-    error("nginx did not start on port " .. PORT .. ": " .. out .. log)
-  end
-  for _ = 1, 100 do
-    local c = socket.tcp()
-    c:settimeout(0.1)
-    local up = c:connect("127.0.0.1", PORT)
-    c:close()
-    if up then return end
-    socket.sleep(0.05)
-  end
-  error("nginx did not listen on port " .. PORT)
-end
+  end):gsub("SANDBOX_URL", sandbox.url()):gsub("SANDBOX", tostring(SANDBOX_PORT)):gsub("TOKEN", sandbox.TOKEN) }
 
 -- One call through the nginx handler: returns res, err (plain tables).
 local function call(name, arg, client, headers)
@@ -194,8 +110,8 @@ local function concurrent(n, name, arg, client)
 end
 
 describe("contiguity.resty in nginx", function()
-  setup(start_nginx)
-  teardown(stop_nginx)
+  setup(server.start)
+  teardown(server.stop)
   before_each(function() sandbox.reset() end)
 
   it("sends, verifies wrong then right, and resends", function()

@@ -1,10 +1,7 @@
 -- rockspec_spec.lua: `luarocks make` in a clean clone installs a module that works.
 local sandbox = require "spec.helpers.sandbox"
 
-local function sh(cmd)
-  local r = os.execute(cmd)
-  return r == true or r == 0
-end
+local sh = require("spec.helpers.shell").run
 
 describe("rockspec", function()
   it("installs a working module from a clean clone with luarocks make", function()

@@ -3,6 +3,7 @@
 -- Start one first: sandbox/start 20101, then
 --   CONTIGUITY_SANDBOX_URL=http://127.0.0.1:20101 busted spec/sandbox_spec.lua
 local sandbox = require("spec.helpers.sandbox")
+local shell = require("spec.helpers.shell")
 local socket = require("socket")
 local cjson = require("cjson")
 
@@ -102,17 +103,12 @@ end
 
 local function last(t) return t[#t] end
 
--- Runs a shell command; returns its stdout and exit code (portable across
--- Lua 5.1-5.4, whose os.execute results differ).
+-- Runs a shell command; returns its output and exit code.
 local function sh(cmd)
-  local p = assert(io.popen(cmd .. " 2>/dev/null; echo \"rc=$?\""))
-  local out = p:read("*a")
-  p:close()
-  local body, rc = out:match("^(.*)rc=(%d+)%s*$")
-  return body, tonumber(rc)
+  local _, out, rc = shell.run(cmd)
+  return out, rc
 end
-
-local function quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+local quote = shell.quote
 
 describe("sandbox", function()
   before_each(function()
