@@ -6,11 +6,7 @@ local socket = require "socket"
 local TOKEN = sandbox.TOKEN
 local NUMBER = "+15551234567"
 
-local function client(opts)
-  opts = opts or {}
-  if opts.base_url == nil then opts.base_url = sandbox.url() end
-  return contiguity.new(TOKEN, opts)
-end
+local client = sandbox.client
 
 local function number(i) return string.format("+1555%07d", i) end
 

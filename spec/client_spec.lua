@@ -5,11 +5,7 @@ local sandbox = require "spec.helpers.sandbox"
 local TOKEN = sandbox.TOKEN
 local NUMBER = "+15551234567"
 
-local function client(opts)
-  opts = opts or {}
-  if opts.base_url == nil then opts.base_url = sandbox.url() end
-  return contiguity.new(TOKEN, opts)
-end
+local client = sandbox.client
 
 local function send(c, to)
   local res, err = c.otp.new{ to = to or NUMBER, language = "en", name = "MyApp" }
@@ -417,10 +413,17 @@ describe("contiguity module", function()
       end)
     end
 
-    it("is freed by the garbage collector", function()
-      for _ = 1, 50 do client() end
+    it("is freed by the garbage collector, its otp closures included", function()
+      local weak = setmetatable({}, { __mode = "v" })
+      for i = 1, 50 do
+        local c = client()
+        c.otp.verify{ otp_id = "otp_x", otp = "1" }
+        weak[i] = c
+        weak[50 + i] = c.otp.reverse.verify -- a closure that holds its client
+      end
       collectgarbage()
       collectgarbage()
+      assert.is_nil(next(weak))
     end)
   end)
 

@@ -18,9 +18,8 @@ local sh = require("spec.helpers.shell").run
 
 local function client(opts)
   opts = opts or {}
-  if opts.base_url == nil then opts.base_url = sandbox.url() end
   opts.debug = function(line) lines[#lines + 1] = line end
-  return contiguity.new(SECRET, opts)
+  return sandbox.client(opts, SECRET)
 end
 
 -- Remembers every error's text for the secrecy check at the end.

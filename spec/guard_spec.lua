@@ -19,9 +19,8 @@ end
 
 local function client(g, opts)
   opts = opts or {}
-  opts.base_url = opts.base_url or sandbox.url()
   opts.guard = g
-  return contiguity.new(TOKEN, opts)
+  return sandbox.client(opts)
 end
 
 local function send(c, to)

@@ -454,6 +454,25 @@ static int cg_first_arg(lua_State *L)
     return lua_rawequal(L, 1, UP_OWNER) ? 2 : 1;
 }
 
+/* The start every call shares, whichever transport moves its bytes:
+ * misuse raises; a closed client or invalid params return the count of a
+ * pushed nil, err; else 0, with the path at *path, the body (or nil) above
+ * it and the URL (base_url .. path) on top. */
+static int cg_begin(lua_State *L, cg_client *c, const ops_op *op, int arg, int *path)
+{
+    int n;
+    ops_check_arg(L, op, arg);
+    if (c->closed)
+        return resp_error(L, op->name, "invalid", "client is closed");
+    *path = lua_gettop(L) + 1;
+    if ((n = ops_build(L, op, arg)) != 0)
+        return n;
+    lua_pushvalue(L, UP_BASE);
+    lua_pushvalue(L, *path);
+    lua_concat(L, 2);
+    return 0;
+}
+
 /* Every OTP call of a libcurl client: build, move, decode. */
 static int cg_call(lua_State *L)
 {
@@ -461,19 +480,12 @@ static int cg_call(lua_State *L)
     const ops_op *op = &ops_table[lua_tointeger(L, UP_OP)];
     int arg = cg_first_arg(L), cb = 0, path, n;
     double t0;
-    ops_check_arg(L, op, arg);
     if (lua_type(L, arg + 1) == LUA_TFUNCTION)
         cb = arg + 1;
-    if (c->closed)
-        return resp_error(L, op->name, "invalid", "client is closed");
-    path = lua_gettop(L) + 1;
-    if ((n = ops_build(L, op, arg)) != 0)
+    if ((n = cg_begin(L, c, op, arg, &path)) != 0)
         return n;
     if (c->guard && (n = cg_guard_check(L, op, UP_CLIENT, arg)) != 0)
         return n;
-    lua_pushvalue(L, UP_BASE);
-    lua_pushvalue(L, path);
-    lua_concat(L, 2);
     if (cb)
         return cg_start(L, c, op, path, cb, c->guard ? arg : 0);
     t0 = c->debug ? curlt_now() : 0;
@@ -493,21 +505,15 @@ static int cg_host_build(lua_State *L)
     cg_client *c = (cg_client *)lua_touserdata(L, UP_CLIENT);
     const ops_op *op = &ops_table[lua_tointeger(L, UP_OP)];
     int arg = cg_first_arg(L), path, n;
-    ops_check_arg(L, op, arg);
     if (lua_type(L, arg + 1) == LUA_TFUNCTION)
         luaL_error(L, "contiguity: %s: callbacks need the libcurl transport; "
                       "a transport function runs the call itself", op->name);
-    if (c->closed)
-        return resp_error(L, op->name, "invalid", "client is closed");
-    path = lua_gettop(L) + 1;
-    if ((n = ops_build(L, op, arg)) != 0)
+    if ((n = cg_begin(L, c, op, arg, &path)) != 0)
         return n;
     lua_createtable(L, 0, 6);
     lua_pushstring(L, op->method);
     lua_setfield(L, -2, "method");
-    lua_pushvalue(L, UP_BASE);
-    lua_pushvalue(L, path);
-    lua_concat(L, 2);
+    lua_pushvalue(L, -2);
     lua_setfield(L, -2, "url");
     lua_pushvalue(L, path);
     lua_setfield(L, -2, "path");

@@ -143,4 +143,12 @@ function M.api(method, path, body, headers)
   return status, decoded, raw, resp_headers
 end
 
+-- A libcurl client of the module pointed at this sandbox: opts as for
+-- contiguity.new (base_url defaults to the sandbox), token defaults to TOKEN.
+function M.client(opts, token)
+  opts = opts or {}
+  if opts.base_url == nil then opts.base_url = M.url() end
+  return require("contiguity").new(token or M.TOKEN, opts)
+end
+
 return M
