@@ -14,21 +14,9 @@ seconds="${BENCH_SECONDS:-5}" inflight="${BENCH_INFLIGHT:-64}" threads="${WRK_TH
 
 [ -f "$root/$build/contiguity.so" ] || make -C "$root" --no-print-directory build >/dev/null
 
-port=""
-for p in ${BENCH_PORT:-$(seq 20800 20899)}; do
-  if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && url="$("$root/sandbox/start" "$p")"; then
-    port="$p"; break
-  fi
-done
-[ -n "$port" ] || { echo "no free port for the sandbox" >&2; exit 1; }
-trap '"$root/sandbox/stop" "$port" >/dev/null' EXIT
-
-new="$(curl -sS -X POST "$url/otp/new" -H 'Authorization: Token contiguity_sk_bench_token' \
-  -H 'Content-Type: application/json' -d '{"to":"+15551234567","language":"en","name":"Bench"}')"
-OTP_ID="$(printf '%s' "$new" | sed -n 's/.*"otp_id":"\([^"]*\)".*/\1/p')"
-[ -n "$OTP_ID" ] || { echo "could not create an otp: $new" >&2; exit 1; }
-OTP_CODE="$(curl -sS "$url/_sandbox/otp/$OTP_ID" | sed -n 's/.*"code":"\([0-9]*\)".*/\1/p')"
-export OTP_ID OTP_CODE
+. "$here/lib.sh"
+bench_sandbox 20800 20899
+bench_otp "$url"
 
 echo "nproc: $(nproc); cpu: $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)"
 echo "$(nginx -v 2>&1); workers: ${SANDBOX_WORKERS:-1}; $("$lua_bin" -v 2>&1 | head -n1); $(curl-config --version)"

@@ -13,9 +13,9 @@ http="$(SANDBOX_TLS_PORT=$((port + 1)) sandbox/start "$port")"
 prefix="${TMPDIR:-/tmp}/contiguity-sandbox.$port"
 https="$(cat "$prefix/tls_url")" ca="$prefix/ca.pem"
 ua="contiguity-lua/bench" auth="Token contiguity_sk_bench"
-otp_id="$(curl -sS -X POST -H "Authorization: $auth" -H "Content-Type: application/json" \
-  -d '{"to":"+15550009999","language":"en","name":"Bench"}' "$http/otp/new" | grep -o '"otp_id":"[^"]*' | cut -d'"' -f4)"
-body='{"otp_id":"'"$otp_id"'","otp":"000000"}'  # a wrong code: the same answer every time
+. "$(dirname "$0")/lib.sh"
+bench_otp "$http"
+body='{"otp_id":"'"$OTP_ID"'","otp":"000000"}'  # a wrong code: the same answer every time
 run() { # url fresh [cainfo]
   local out
   out="$(FLOOR_FRESH="$2" "$tmp/floor" "$1/otp/verify" "$body" "$ua" "$auth" "$calls" 50 ${3:+"$3"})"

@@ -9,21 +9,9 @@ here="$(cd "$(dirname "$0")" && pwd)"
 root="$(dirname "$here")"
 threads="${WRK_THREADS:-2}" conns="${WRK_CONNECTIONS:-64}" duration="${WRK_DURATION:-10s}"
 
-port=""
-for p in ${BENCH_PORT:-$(seq 20900 20999)}; do
-  if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && url="$("$root/sandbox/start" "$p")"; then
-    port="$p"; break
-  fi
-done
-[ -n "$port" ] || { echo "no free port for the sandbox" >&2; exit 1; }
-trap '"$root/sandbox/stop" "$port"' EXIT
-
-new="$(curl -sS -X POST "$url/otp/new" -H 'Authorization: Token contiguity_sk_bench_token' \
-  -H 'Content-Type: application/json' -d '{"to":"+15551234567","language":"en","name":"Bench"}')"
-OTP_ID="$(printf '%s' "$new" | sed -n 's/.*"otp_id":"\([^"]*\)".*/\1/p')"
-[ -n "$OTP_ID" ] || { echo "could not create an otp: $new" >&2; exit 1; }
-OTP_CODE="$(curl -sS "$url/_sandbox/otp/$OTP_ID" | sed -n 's/.*"code":"\([0-9]*\)".*/\1/p')"
-export OTP_ID OTP_CODE
+. "$here/lib.sh"
+bench_sandbox 20900 20999
+bench_otp "$url"
 
 echo "nproc: $(nproc); cpu: $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1); $(nginx -v 2>&1); workers: ${SANDBOX_WORKERS:-1}"
 echo "wrk -t$threads -c$conns -d$duration -s bench/verify.lua $url/otp/verify"
