@@ -22,6 +22,7 @@
 #define UP_OWNER lua_upvalueindex(2) /* the otp or reverse table, to accept colon calls */
 #define UP_OP lua_upvalueindex(3)
 #define UP_BASE lua_upvalueindex(4)
+#define UP_URL lua_upvalueindex(5) /* base_url .. path, for an op without an id */
 
 static cg_client *cg_check(lua_State *L, int idx)
 {
@@ -167,16 +168,17 @@ static int cg_start(lua_State *L, cg_client *c, const ops_op *op, int path_idx, 
     t->attempt = 1;
     t->deadline_at = curlt_now() + c->deadline;
     curlt_meta_reset(&t->meta);
-    t->easy = curl_easy_init();
     compat_getuservalue(L, UP_CLIENT);
-    lua_getfield(L, -1, "user_agent");
-    lua_getfield(L, -2, "cainfo");
-    lua_getfield(L, -3, "capath");
-    if (t->easy == NULL ||
-        !curlt_setup(c, t->easy, &t->body, &t->meta, t->errbuf, lua_tostring(L, -3),
-                     lua_tostring(L, -2), lua_tostring(L, -1)))
-        return resp_error(L, op->name, "network", "cannot set up a libcurl handle");
-    lua_pop(L, 3);
+    if ((t->easy = curlt_idle_take(c, t)) == NULL) {
+        t->easy = curl_easy_init();
+        lua_getfield(L, -1, "cainfo");
+        lua_getfield(L, -2, "capath");
+        if (t->easy == NULL ||
+            !curlt_setup(c, t->easy, &t->body, &t->meta, t->errbuf, lua_tostring(L, -2),
+                         lua_tostring(L, -1)))
+            return resp_error(L, op->name, "network", "cannot set up a libcurl handle");
+        lua_pop(L, 2);
+    }
     curl_easy_setopt(t->easy, CURLOPT_PRIVATE, (void *)t);
     curl_easy_setopt(t->easy, CURLOPT_TIMEOUT_MS, curlt_attempt_ms(c, t->deadline_at));
     curlt_set_request(t->easy, op, url, body, body_len, 1);
@@ -293,7 +295,7 @@ static int cg_deliver(lua_State *L, cg_client *c, int client, int uv)
                 lua_pop(L, 1);
             }
         }
-        curlt_transfer_release(t);
+        curlt_transfer_done(c, t);
         lua_remove(L, -1 - n); /* path */
         lua_call(L, n, 0);
         lua_pop(L, 2); /* transfer's user value, transfer */
@@ -467,9 +469,13 @@ static int cg_begin(lua_State *L, cg_client *c, const ops_op *op, int arg, int *
     *path = lua_gettop(L) + 1;
     if ((n = ops_build(L, op, arg)) != 0)
         return n;
-    lua_pushvalue(L, UP_BASE);
-    lua_pushvalue(L, *path);
-    lua_concat(L, 2);
+    if (op->by_id) {
+        lua_pushvalue(L, UP_BASE);
+        lua_pushvalue(L, *path);
+        lua_concat(L, 2);
+    } else {
+        lua_pushvalue(L, UP_URL);
+    }
     return 0;
 }
 
@@ -624,7 +630,7 @@ static const char cg_host_glue[] =
     "end\n";
 
 /* Pushes fn as an OTP call closure with the upvalues every call reads
- * (UP_CLIENT, UP_OWNER, UP_OP, UP_BASE). */
+ * (UP_CLIENT, UP_OWNER, UP_OP, UP_BASE, UP_URL). */
 static void cg_push_closure(lua_State *L, lua_CFunction fn, int client, int owner, int op)
 {
     lua_pushvalue(L, client);
@@ -633,7 +639,10 @@ static void cg_push_closure(lua_State *L, lua_CFunction fn, int client, int owne
     compat_getuservalue(L, client);
     lua_getfield(L, -1, "base_url");
     lua_remove(L, -2);
-    lua_pushcclosure(L, fn, 4);
+    lua_pushvalue(L, -1);
+    lua_pushstring(L, ops_table[op].path);
+    lua_concat(L, 2);
+    lua_pushcclosure(L, fn, 5);
 }
 
 /* Adds one call to the otp or reverse table at -1: a C closure for the
@@ -1054,35 +1063,40 @@ static int cg_new(lua_State *L)
     c->closed = 0;
 
     if (!c->host) {
-        static const char *const fixed[] = {"Content-Type: application/json",
-                                            "Accept: application/json", "Expect:", NULL};
+        /* The request headers, the same for every call. The User-Agent is
+         * one of them rather than CURLOPT_USERAGENT, which libcurl formats
+         * into a new string on every request. */
+        const char *list[6];
         int i;
-        struct curl_slist *l;
         if (!curlt_global_init())
             luaL_error(L, "contiguity.new: curl_global_init failed");
-        lua_getfield(L, uv, "auth");
         lua_pushliteral(L, "Authorization: ");
-        lua_insert(L, -2);
+        lua_getfield(L, uv, "auth");
         lua_concat(L, 2);
-        c->headers = curl_slist_append(NULL, lua_tostring(L, -1));
-        lua_pop(L, 1);
-        for (i = 0; c->headers != NULL && fixed[i] != NULL; i++) {
-            l = curl_slist_append(c->headers, fixed[i]);
+        lua_pushliteral(L, "User-Agent: ");
+        lua_getfield(L, uv, "user_agent");
+        lua_concat(L, 2);
+        list[0] = lua_tostring(L, -2);
+        list[1] = lua_tostring(L, -1);
+        list[2] = "Content-Type: application/json";
+        list[3] = "Accept: application/json";
+        list[4] = "Expect:";
+        list[5] = NULL;
+        for (i = 0; list[i] != NULL; i++) {
+            struct curl_slist *l = curl_slist_append(c->headers, list[i]);
             if (l == NULL)
-                break;
+                luaL_error(L, "contiguity.new: out of memory"); /* __gc frees the list */
             c->headers = l;
         }
-        if (c->headers == NULL || fixed[i] != NULL)
-            luaL_error(L, "contiguity.new: out of memory");
+        lua_pop(L, 2);
         c->easy = curl_easy_init();
-        lua_getfield(L, uv, "user_agent");
         lua_getfield(L, uv, "cainfo");
         lua_getfield(L, uv, "capath");
         if (c->easy == NULL ||
-            !curlt_setup(c, c->easy, &c->body, &c->meta, c->errbuf, lua_tostring(L, -3),
-                         lua_tostring(L, -2), lua_tostring(L, -1)))
+            !curlt_setup(c, c->easy, &c->body, &c->meta, c->errbuf, lua_tostring(L, -2),
+                         lua_tostring(L, -1)))
             luaL_error(L, "contiguity.new: cannot set up a libcurl handle");
-        lua_pop(L, 3);
+        lua_pop(L, 2);
     }
 
     /* client.otp.{new,send,verify,resend} and client.otp.reverse.{initiate,verify,cancel} */
@@ -1130,8 +1144,13 @@ int luaopen_contiguity(lua_State *L)
     if (!lua_isfunction(L, -1))
         return luaL_error(L, "contiguity: lua-cjson without cjson.new is not supported");
     lua_call(L, 0, 1);
-    lua_setfield(L, LUA_REGISTRYINDEX, CG_JSON_KEY);
-    lua_pop(L, 1);
+    lua_pushlightuserdata(L, (void *)&cg_json_encode_key);
+    lua_getfield(L, -2, "encode");
+    lua_rawset(L, LUA_REGISTRYINDEX);
+    lua_pushlightuserdata(L, (void *)&cg_json_decode_key);
+    lua_getfield(L, -2, "decode");
+    lua_rawset(L, LUA_REGISTRYINDEX);
+    lua_pop(L, 2);
 
     if (luaL_newmetatable(L, CG_CLIENT_MT)) {
         compat_setfuncs(L, metamethods, 0);

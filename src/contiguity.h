@@ -11,7 +11,17 @@
 #define CG_CLIENT_MT "contiguity.Client"
 #define CG_ERROR_MT "contiguity.Error"
 #define CG_TRANSFER_MT "contiguity.Transfer"
-#define CG_JSON_KEY "contiguity.json" /* registry: private cjson instance */
+/* The registry keys of the module's private cjson instance's encode and
+ * decode functions: the addresses of these two bytes (never read). */
+static const char cg_json_encode_key = 'e';
+static const char cg_json_decode_key = 'd';
+
+/* Pushes the private cjson's encode or decode function (a key above). */
+static void cg_push_json(lua_State *L, const char *key)
+{
+    lua_pushlightuserdata(L, (void *)key);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+}
 
 /* A growable byte buffer filled from libcurl callbacks. It is malloc'd but
  * owned by a userdata whose __gc frees it, so a Lua error never leaks it;
@@ -73,6 +83,8 @@ typedef struct cg_client {
     struct pollfd *socks;        /* sockets libcurl asked to watch (CURLMOPT_SOCKETFUNCTION) */
     struct pollfd *ready;        /* scratch: the ones poll(2) found ready */
     int nsocks, capsocks;
+    CURL **idle;                 /* easy handles of finished async calls, for the next ones */
+    int nidle, capidle;
     int pending; /* async calls whose callback has not run */
     int waiting; /* of those, backing off before their next attempt */
     char errbuf[CURL_ERROR_SIZE];

@@ -125,7 +125,7 @@ static void curlt_meta_reset(cg_resp_meta *m)
 
 /* The options every transfer of a client shares, on a fresh easy handle. */
 static int curlt_setup(cg_client *c, CURL *e, cg_buf *body, cg_resp_meta *meta, char *errbuf,
-                       const char *user_agent, const char *cainfo, const char *capath)
+                       const char *cainfo, const char *capath)
 {
     int bad = 0;
     bad |= curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L) != CURLE_OK;
@@ -135,7 +135,6 @@ static int curlt_setup(cg_client *c, CURL *e, cg_buf *body, cg_resp_meta *meta, 
     bad |= curl_easy_setopt(e, CURLOPT_HEADERDATA, meta) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_ERRORBUFFER, errbuf) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_HTTPHEADER, c->headers) != CURLE_OK;
-    bad |= curl_easy_setopt(e, CURLOPT_USERAGENT, user_agent) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, c->timeout_ms) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, c->connect_timeout_ms) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L) != CURLE_OK;
@@ -421,10 +420,16 @@ static void curlt_multi_turn(cg_client *c, long ms, int *running)
 
 static void curlt_multi_free(cg_client *c)
 {
+    int i;
     free(c->socks);
     free(c->ready);
     c->socks = c->ready = NULL;
     c->nsocks = c->capsocks = 0;
+    for (i = 0; i < c->nidle; i++)
+        curl_easy_cleanup(c->idle[i]);
+    free(c->idle);
+    c->idle = NULL;
+    c->nidle = c->capidle = 0;
 }
 
 
@@ -454,6 +459,49 @@ static int curlt_transfer_retry(cg_client *c, cg_transfer *t)
     t->waiting = 0;
     curl_easy_setopt(t->easy, CURLOPT_TIMEOUT_MS, curlt_attempt_ms(c, t->deadline_at));
     return curl_multi_add_handle(c->multi, t->easy) == CURLM_OK;
+}
+
+static void curlt_transfer_release(cg_transfer *t);
+
+/* An easy handle for a new async call: a finished call's, which keeps the
+ * client's options (curlt_setup) and needs only its buffers pointed at the
+ * new transfer, or NULL when the pool is empty. */
+static CURL *curlt_idle_take(cg_client *c, cg_transfer *t)
+{
+    CURL *e;
+    if (c->nidle == 0)
+        return NULL;
+    e = c->idle[--c->nidle];
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, (void *)&t->body);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, (void *)&t->meta);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, t->errbuf);
+    return e;
+}
+
+/* Ends a delivered transfer: its easy handle (already out of the multi
+ * handle) goes back to the client's pool while the pool holds fewer than
+ * max_connections, so that a steady stream of calls does not create and
+ * destroy one libcurl handle per call. */
+static void curlt_transfer_done(cg_client *c, cg_transfer *t)
+{
+    if (t->easy != NULL && !c->closed) {
+        if (c->nidle == c->capidle && c->capidle < c->max_connections) {
+            int cap = c->capidle ? c->capidle * 2 : 8;
+            CURL **a;
+            if (cap > c->max_connections)
+                cap = (int)c->max_connections;
+            a = (CURL **)realloc(c->idle, (size_t)cap * sizeof(*a));
+            if (a != NULL) {
+                c->idle = a;
+                c->capidle = cap;
+            }
+        }
+        if (c->nidle < c->capidle) {
+            c->idle[c->nidle++] = t->easy;
+            t->easy = NULL;
+        }
+    }
+    curlt_transfer_release(t);
 }
 
 static void curlt_transfer_release(cg_transfer *t)

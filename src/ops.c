@@ -181,9 +181,7 @@ static int ops_build(lua_State *L, const ops_op *op, int arg)
     lua_pushstring(L, op->path);
     /* The whole table goes through cjson, so fields this module does not
      * know yet pass through unchanged. */
-    lua_getfield(L, LUA_REGISTRYINDEX, CG_JSON_KEY);
-    lua_getfield(L, -1, "encode");
-    lua_remove(L, -2);
+    cg_push_json(L, &cg_json_encode_key);
     lua_pushvalue(L, arg);
     if (lua_pcall(L, 1, 1, 0) != 0) {
         const char *why = lua_tostring(L, -1);

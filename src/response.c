@@ -105,6 +105,17 @@ static void resp_strip_nulls(lua_State *L, int idx)
     }
 }
 
+/* Whether the raw body can hold a JSON null at all: the literal's four
+ * bytes appear in the text wherever one does (and maybe inside a string). */
+static int resp_may_have_null(const char *body, size_t len)
+{
+    size_t i;
+    for (i = 0; i + 4 <= len; i++)
+        if (body[i] == 'n' && memcmp(body + i, "null", 4) == 0)
+            return 1;
+    return 0;
+}
+
 /* cjson decodes every number as a float; the envelope's integers become
  * integers where the Lua has them. */
 static void resp_copy_int(lua_State *L, int from, const char *k)
@@ -155,9 +166,7 @@ static const char *resp_reason(long status)
  * a table. */
 static int resp_json(lua_State *L, const char *body, size_t len)
 {
-    lua_getfield(L, LUA_REGISTRYINDEX, CG_JSON_KEY);
-    lua_getfield(L, -1, "decode");
-    lua_remove(L, -2);
+    cg_push_json(L, &cg_json_decode_key);
     lua_pushlstring(L, body, len);
     if (lua_pcall(L, 1, 1, 0) != 0)
         return 0;
@@ -191,12 +200,22 @@ static int resp_decode(lua_State *L, const ops_op *op, long status, const char *
             lua_remove(L, env);
             return 2;
         }
-        resp_strip_nulls(L, -1);
-        lua_createtable(L, 0, 4);
-        resp_copy_string(L, env, "id", "id");
-        resp_copy_int(L, env, "timestamp");
-        resp_copy_string(L, env, "api_version", "api_version");
-        resp_copy_string(L, env, "object", "object");
+        /* The rest of the envelope (id, timestamp, api_version, object and
+         * whatever the API adds) becomes metadata as it is: no second table. */
+        if (resp_may_have_null(body, len))
+            resp_strip_nulls(L, env); /* data too: it is still in env */
+        lua_pushnil(L);
+        lua_setfield(L, env, "data");
+        lua_getfield(L, env, "timestamp");
+        if (lua_type(L, -1) == LUA_TNUMBER) {
+            double v = lua_tonumber(L, -1);
+            lua_pop(L, 1);
+            resp_push_int(L, v);
+            lua_setfield(L, env, "timestamp");
+        } else {
+            lua_pop(L, 1);
+        }
+        lua_pushvalue(L, env);
         lua_setfield(L, -2, "metadata");
         lua_remove(L, env);
         return 1;

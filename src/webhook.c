@@ -288,9 +288,7 @@ static int wh_decode(lua_State *L, int body_idx, const char *op)
     int base = lua_gettop(L), failed;
     size_t len, i;
     const char *s = lua_tolstring(L, body_idx, &len);
-    lua_getfield(L, LUA_REGISTRYINDEX, CG_JSON_KEY); /* the module's private cjson */
-    lua_getfield(L, -1, "decode");
-    lua_replace(L, -2);
+    cg_push_json(L, &cg_json_decode_key); /* the module's private cjson */
     lua_pushlstring(L, s, len);
     failed = lua_pcall(L, 1, 1, 0) != 0;
     if (failed || lua_type(L, -1) != LUA_TTABLE) {
