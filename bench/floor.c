@@ -2,12 +2,17 @@
 /*
  * Usage: floor URL BODY USER_AGENT AUTHORIZATION CALLS WARMUP [CAINFO]
  * Sends WARMUP calls, then CALLS timed calls, each the same POST with the
- * module's headers (Authorization, Content-Type, Accept, empty Expect, its
- * User-Agent) and body; the response body is appended to a reused buffer
+ * module's headers, set the way the module sets them (one header list:
+ * Authorization, User-Agent, Content-Type, Accept, empty Expect) and body; the response body is appended to a reused buffer
  * and not decoded. Prints "seconds calls errors vmhwm_kib" on stdout.
  * FLOOR_FRESH=1 in the environment opens a new connection for every call
  * (CURLOPT_FRESH_CONNECT, what the module does for otp.new and otp.resend):
  * bench/fresh.sh uses it to measure what that costs.
+ * FLOOR_INFLIGHT=N (N > 0) runs the calls through one libcurl multi handle
+ * instead, N in flight on N reused easy handles, each finished handle
+ * re-added for the next call (curl_multi_perform + curl_multi_poll): the
+ * most a libcurl client with N calls in flight can do, next to the module's
+ * async mode.
  * Built by bench/run.sh: cc -O2 bench/floor.c -lcurl.
  */
 #include <stdio.h>
@@ -74,11 +79,102 @@ static int floor_call(CURL *e, floor_buf *b)
     return status != 200;
 }
 
+static CURL *floor_handle(struct curl_slist *h, char **argv, int argc, floor_buf *b)
+{
+    CURL *e = curl_easy_init();
+    if (e == NULL)
+        return NULL;
+    curl_easy_setopt(e, CURLOPT_URL, argv[1]);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, argv[2]);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long)strlen(argv[2]));
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, floor_on_body);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, b);
+    curl_easy_setopt(e, CURLOPT_PRIVATE, b);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, 10000L);
+    if (argc > 7)
+        curl_easy_setopt(e, CURLOPT_CAINFO, argv[7]);
+    if (getenv("FLOOR_FRESH") != NULL && strcmp(getenv("FLOOR_FRESH"), "1") == 0)
+        curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L);
+    return e;
+}
+
+/* `calls` calls with up to `inflight` in flight on the multi handle m (the
+ * easy handles e, each with its buffer as CURLOPT_PRIVATE); returns the
+ * count of failed calls. */
+static long floor_multi_run(CURLM *m, CURL **e, long inflight, long calls)
+{
+    long started = 0, done = 0, errors = 0, i;
+    int running;
+    for (i = 0; i < inflight && started < calls; i++, started++)
+        curl_multi_add_handle(m, e[i]);
+    while (done < calls) {
+        CURLMsg *msg;
+        int left;
+        curl_multi_perform(m, &running);
+        while ((msg = curl_multi_info_read(m, &left)) != NULL) {
+            long status = 0;
+            floor_buf *fb = NULL;
+            CURL *x = msg->easy_handle;
+            if (msg->msg != CURLMSG_DONE)
+                continue;
+            curl_easy_getinfo(x, CURLINFO_RESPONSE_CODE, &status);
+            curl_easy_getinfo(x, CURLINFO_PRIVATE, (char **)&fb);
+            errors += msg->data.result != CURLE_OK || status != 200;
+            done++;
+            fb->len = 0;
+            curl_multi_remove_handle(m, x);
+            if (started < calls) {
+                curl_multi_add_handle(m, x);
+                started++;
+            }
+        }
+        if (done < calls)
+            curl_multi_poll(m, NULL, 0, 1000, NULL);
+    }
+    return errors;
+}
+
+/* The FLOOR_INFLIGHT mode: warm-up, then the timed calls, on one multi
+ * handle (the warm-up opens the connections the timed calls reuse).
+ * Returns the failed timed calls, or -1. */
+static long floor_multi(struct curl_slist *h, char **argv, int argc, long inflight, long warm,
+                        long calls, double *seconds)
+{
+    CURLM *m = curl_multi_init();
+    CURL **e = (CURL **)calloc((size_t)inflight, sizeof(*e));
+    floor_buf *b = (floor_buf *)calloc((size_t)inflight, sizeof(*b));
+    long errors, i;
+    double t0;
+    if (m == NULL || e == NULL || b == NULL)
+        return -1;
+    curl_multi_setopt(m, CURLMOPT_MAX_TOTAL_CONNECTIONS, inflight);
+    for (i = 0; i < inflight; i++)
+        if ((e[i] = floor_handle(h, argv, argc, &b[i])) == NULL)
+            return -1;
+    if (floor_multi_run(m, e, inflight, warm > inflight ? warm : inflight) != 0) {
+        fprintf(stderr, "floor: warm-up calls failed\n");
+        return -1;
+    }
+    t0 = floor_now();
+    errors = floor_multi_run(m, e, inflight, calls);
+    *seconds = floor_now() - t0;
+    for (i = 0; i < inflight; i++) {
+        curl_easy_cleanup(e[i]);
+        free(b[i].data);
+    }
+    curl_multi_cleanup(m);
+    free(e);
+    free(b);
+    return errors;
+}
+
 int main(int argc, char **argv)
 {
     struct curl_slist *h = NULL;
     floor_buf b = {NULL, 0, 0};
-    char auth[512];
+    char auth[512], ua[512];
     CURL *e;
     long calls, warm, i, errors = 0;
     double t0, t;
@@ -89,27 +185,27 @@ int main(int argc, char **argv)
     calls = atol(argv[5]);
     warm = atol(argv[6]);
     snprintf(auth, sizeof auth, "Authorization: %s", argv[4]);
+    snprintf(ua, sizeof ua, "User-Agent: %s", argv[3]);
     curl_global_init(CURL_GLOBAL_DEFAULT);
     h = curl_slist_append(h, auth);
+    h = curl_slist_append(h, ua);
     h = curl_slist_append(h, "Content-Type: application/json");
     h = curl_slist_append(h, "Accept: application/json");
     h = curl_slist_append(h, "Expect:");
-    e = curl_easy_init();
-    if (e == NULL || h == NULL)
+    if (h == NULL)
         return 1;
-    curl_easy_setopt(e, CURLOPT_URL, argv[1]);
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(e, CURLOPT_USERAGENT, argv[3]);
-    curl_easy_setopt(e, CURLOPT_POSTFIELDS, argv[2]);
-    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long)strlen(argv[2]));
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, floor_on_body);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, &b);
-    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, 10000L);
-    if (argc > 7)
-        curl_easy_setopt(e, CURLOPT_CAINFO, argv[7]);
-    if (getenv("FLOOR_FRESH") != NULL && strcmp(getenv("FLOOR_FRESH"), "1") == 0)
-        curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L);
+    if (getenv("FLOOR_INFLIGHT") != NULL && atol(getenv("FLOOR_INFLIGHT")) > 0) {
+        errors = floor_multi(h, argv, argc, atol(getenv("FLOOR_INFLIGHT")), warm, calls, &t);
+        if (errors < 0)
+            return 1;
+        printf("%.6f %ld %ld %ld\n", t, calls, errors, floor_vmhwm());
+        curl_slist_free_all(h);
+        curl_global_cleanup();
+        return 0;
+    }
+    e = floor_handle(h, argv, argc, &b);
+    if (e == NULL)
+        return 1;
     for (i = 0; i < warm; i++)
         errors += floor_call(e, &b);
     if (errors > 0) {

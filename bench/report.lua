@@ -81,6 +81,7 @@ local rows = {
   { "https-split.floor", "bare libcurl loop (floor)", "https-split.floor" },
   { "https-split.module", "contiguity, blocking", "https-split.floor" },
   { "conc.wrk", "wrk -t1 -c64", "conc.wrk" },
+  { "conc.floor_multi", "bare libcurl multi loop, 64 in flight", "conc.wrk" },
   { "conc.async", "contiguity async, 64 in flight", "conc.wrk" },
   { "sandbox.wrk", "wrk -t1 -c64", "sandbox.wrk" },
   { "sandbox.async", "contiguity async, 64 in flight", "sandbox.wrk" },
@@ -136,6 +137,34 @@ target("async (64 in flight) >= 0.5 x wrk -c64", "conc.async", "conc.wrk", 0.5)
 target("  the same against the sandbox", "sandbox.async", "sandbox.wrk", 0.5)
 target("contiguity.resty >= 0.7 x proxy_pass, -c64", "nginx.resty", "nginx.proxy_pass", 0.7)
 
+-- What bounds each missed target, from the same run.
+local function diag(name, q)
+  if q then print(("- %s: %.3f"):format(name, q)) end
+end
+print()
+print("Ceilings (same run):")
+diag("bare libcurl multi loop / wrk -c64 (the most any libcurl client reaches)", ratio("conc.floor_multi", "conc.wrk"))
+diag("contiguity async / bare libcurl multi loop", ratio("conc.async", "conc.floor_multi"))
+diag("bare ngx.location.capture, no module / proxy_pass (the most any capture design reaches)",
+  ratio("nginx.capture", "nginx.proxy_pass"))
+local floor_r, module_r, cjson_r = rate("http.floor"), rate("http.module"), rate("cjson.alone")
+if floor_r and module_r and cjson_r then
+  print(("- HTTP floor %.1f µs per call, module %.1f µs: the module adds %.1f µs; 0.90 allows %.1f µs;"
+    .. " lua-cjson alone (decode the envelope, encode the params, no I/O) takes %.1f µs"):format(
+    1e6 / floor_r, 1e6 / module_r, 1e6 / module_r - 1e6 / floor_r, 1e6 / floor_r / 0.9 - 1e6 / floor_r, 1e6 / cjson_r))
+end
+local cpu = {}
+for l in lines("cpu") do
+  local k, v = l:match("^(%S+) %d+ (%S+)$")
+  if k then cpu[k] = cpu[k] or {}; table.insert(cpu[k], tonumber(v)) end
+end
+local pc, rc, cc = median(cpu["nginx.proxy_pass"] or {}), median(cpu["nginx.resty"] or {}), median(cpu["nginx.capture"] or {})
+if pc and rc then
+  print(("- nginx worker CPU per request (median of rounds): proxy_pass %.1f µs, contiguity.resty %.1f µs%s;"
+    .. " proxy_pass / resty %.2f%s"):format(pc, rc, cc and (", bare capture %.1f µs"):format(cc) or "",
+    pc / rc, cc and (", proxy_pass / bare capture %.2f"):format(pc / cc) or ""))
+end
+
 -- Memory.
 local mem = {}
 for l in lines("memory") do
@@ -186,4 +215,15 @@ if a and b then
   if fa and fb then
     print(("The floor's whole process, the same way: %s per call."):format(commas((fb.total - fa.total) / 1000)))
   end
+  local ja, jb = cg("cgj.500"), cg("cgj.1500")
+  if ja and jb then
+    print(("lua-cjson alone (bench/seq.lua cjson: decode the envelope, encode the params), the same way: %s per call."):format(
+      commas((jb.total - ja.total) / 1000)))
+  end
+end
+local aa, ab = cg("cga.1000"), cg("cga.3000")
+local ma, mb = cg("cgm.1000"), cg("cgm.3000")
+if aa and ab and ma and mb then
+  print(("Async, 64 in flight ((3000-call run - 1000-call run) / 2000): the module's whole process %s per call,"
+    .. " the bare libcurl multi loop's %s."):format(commas((ab.total - aa.total) / 2000), commas((mb.total - ma.total) / 2000)))
 end

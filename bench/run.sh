@@ -256,11 +256,18 @@ for proto in http https; do
   fi
 done
 
+# lua-cjson alone, no I/O: the decode and encode every Lua client pays
+log "lua-cjson alone: $rounds rounds of $calls decode + encode"
+for r in $(seq "$rounds"); do
+  record cjson alone "$r" on_cpu 0 env BENCH_ENVELOPE="$envelope" $lua bench/seq.lua cjson - "$calls" "$warm"
+done
+
 # ---- 5: async, 64 in flight, vs. wrk -c64 --------------------------------------
 log "async ($inflight in flight, $async_calls calls) vs wrk -t1 -c$inflight -d${wrk_seconds}s: $rounds rounds"
 pin_workers "$tmp/stub/logs/nginx.pid" 1
 for r in $(seq "$rounds"); do
   record conc wrk "$r" wrk_run "$http_url/otp/verify" 0
+  record conc floor_multi "$r" on_cpu 0 env FLOOR_INFLIGHT="$inflight" "$floor" "$http_url/otp/verify" "$req_body" "$req_ua" "$req_auth" "$async_calls" "$warm"
   record conc async "$r" on_cpu 0 $lua bench/seq.lua async "$http_url" "$async_calls" "$warm"
 done
 # the same pair against the sandbox itself (its Lua handler is then the bottleneck)
@@ -344,13 +351,25 @@ CONF
              -H "Authorization: Token $token" -d "{\"otp_id\":\"$OTP_ID\",\"otp\":\"$OTP_CODE\"}")"
   case "$check" in *'"verified":false'*) ;; *) log "resty handler answered: $check"; exit 1 ;; esac
   log "nginx: contiguity.resty vs proxy_pass vs bare capture, wrk -t1 -c$inflight -d${wrk_seconds}s: $rounds rounds"
+  # Each round also records the worker's CPU time (utime + stime from
+  # /proc) per request: steadier than req/s when the VM's CPUs vary.
+  wpid="$(pgrep -P "$(cat "$tmp/resty/logs/nginx.pid")" | head -n1)"
+  ticks() { awk '{ print $14 + $15 }' "/proc/$wpid/stat"; }
+  nginx_round() {
+    local name="$1" path="$2" r="$3" before after n
+    before="$(ticks)"
+    record nginx "$name" "$r" wrk_run "http://127.0.0.1:$resty_port$path" 0
+    after="$(ticks)"
+    n="$(tail -n 1 "$res" | awk -v k="nginx $name $r" 'index($0, k) == 1 && NF == 7 { print $5 }')"
+    [ -n "$n" ] && echo "nginx.$name $r $(awk -v a="$before" -v b="$after" -v n="$n" -v hz="$(getconf CLK_TCK)" \
+      'BEGIN { printf "%.2f", (b - a) / hz * 1e6 / n }')" >> "$tmp/cpu"
+  }
   for r in $(seq "$rounds"); do
-    record nginx proxy_pass "$r" wrk_run "http://127.0.0.1:$resty_port/proxy/otp/verify" 0
-    record nginx resty "$r" wrk_run "http://127.0.0.1:$resty_port/resty/verify" 0
-    record nginx capture "$r" wrk_run "http://127.0.0.1:$resty_port/capture/verify" 0
+    nginx_round proxy_pass /proxy/otp/verify "$r"
+    nginx_round resty /resty/verify "$r"
+    nginx_round capture /capture/verify "$r"
   done
   # the worker's peak RSS replaces wrk's for these rows
-  wpid="$(pgrep -P "$(cat "$tmp/resty/logs/nginx.pid")" | head -n1)"
   echo "nginx_worker_hwm_kib $(sed -n 's/^VmHWM:[[:space:]]*\([0-9]*\).*/\1/p' "/proc/$wpid/status")" >> "$tmp/machine"
   stop_nginx "$tmp/resty/logs/nginx.pid"
 fi
@@ -372,6 +391,20 @@ if [[ "$skip" != *" callgrind "* ]] && command -v valgrind >/dev/null; then
     timeout 300 valgrind --tool=callgrind --callgrind-out-file="$tmp/cgf.$n" \
       "$floor" "$http_url/otp/verify" "$req_body" "$req_ua" "$req_auth" "$n" 20 >/dev/null 2>"$tmp/cgf.$n.log" || log "callgrind floor $n failed"
     callgrind_annotate --inclusive=no --threshold=100 "$tmp/cgf.$n" > "$tmp/cgf.$n.self" 2>/dev/null || true
+    BENCH_ENVELOPE="$envelope" timeout 300 valgrind --tool=callgrind --callgrind-out-file="$tmp/cgj.$n" \
+      $lua bench/seq.lua cjson - "$n" 20 >/dev/null 2>"$tmp/cgj.$n.log" || log "callgrind cjson $n failed"
+    callgrind_annotate --inclusive=no --threshold=100 "$tmp/cgj.$n" > "$tmp/cgj.$n.self" 2>/dev/null || true
+  done
+  # async, 64 in flight: the module and the bare libcurl multi loop
+  log "callgrind: async, 1000 and 3000 calls"
+  for n in 1000 3000; do
+    timeout 300 valgrind --tool=callgrind --callgrind-out-file="$tmp/cga.$n" \
+      $lua bench/seq.lua async "$http_url" "$n" 100 >/dev/null 2>"$tmp/cga.$n.log" || log "callgrind async $n failed"
+    callgrind_annotate --inclusive=no --threshold=100 "$tmp/cga.$n" > "$tmp/cga.$n.self" 2>/dev/null || true
+    FLOOR_INFLIGHT="$inflight" timeout 300 valgrind --tool=callgrind --callgrind-out-file="$tmp/cgm.$n" \
+      "$floor" "$http_url/otp/verify" "$req_body" "$req_ua" "$req_auth" "$n" 100 \
+      >/dev/null 2>"$tmp/cgm.$n.log" || log "callgrind floor multi $n failed"
+    callgrind_annotate --inclusive=no --threshold=100 "$tmp/cgm.$n" > "$tmp/cgm.$n.self" 2>/dev/null || true
   done
 fi
 

@@ -3,6 +3,8 @@
 --   MODE module     the module's blocking client (keep-alive), sequential calls
 --        async      the module's async mode, BENCH_INFLIGHT (64) calls in flight
 --        luasocket  socket.http / ssl.https + lua-cjson, hand-rolled, sequential
+--        cjson      no I/O: lua-cjson alone decoding the envelope (BENCH_ENVELOPE)
+--                   and encoding the params, CALLS times (URL is ignored)
 -- Env: OTP_ID, OTP_CODE, BENCH_TOKEN. Prints "seconds calls errors vmhwm_kib".
 local mode, url, calls, warm, cainfo = arg[1], arg[2], tonumber(arg[3]), tonumber(arg[4]), arg[5]
 assert(mode and url and calls and warm, "usage: seq.lua MODE URL CALLS WARMUP [CAINFO]")
@@ -101,6 +103,26 @@ function run.luasocket()
   local t0 = socket.gettime()
   for _ = 1, calls do
     if not check(verify()) then errors = errors + 1 end
+  end
+  return socket.gettime() - t0, errors
+end
+
+-- The part of every call no Lua client can skip with lua-cjson: the
+-- envelope decoded into tables, the params encoded. What the module spends
+-- beyond the floor, minus this, is its own.
+function run.cjson()
+  local cjson = require("cjson").new()
+  local envelope = assert(os.getenv("BENCH_ENVELOPE"), "BENCH_ENVELOPE is not set")
+  local errors = 0
+  local function once()
+    local body = cjson.encode(params)
+    local env = cjson.decode(envelope)
+    return #body > 0 and env.data.verified == false and env.id ~= nil
+  end
+  for _ = 1, warm do assert(once(), "cjson: unexpected envelope") end
+  local t0 = socket.gettime()
+  for _ = 1, calls do
+    if not once() then errors = errors + 1 end
   end
   return socket.gettime() - t0, errors
 end

@@ -109,10 +109,12 @@ static void resp_strip_nulls(lua_State *L, int idx)
  * bytes appear in the text wherever one does (and maybe inside a string). */
 static int resp_may_have_null(const char *body, size_t len)
 {
-    size_t i;
-    for (i = 0; i + 4 <= len; i++)
-        if (body[i] == 'n' && memcmp(body + i, "null", 4) == 0)
+    const char *p = body, *end = body + len;
+    while (end - p >= 4 && (p = (const char *)memchr(p, 'n', (size_t)(end - p - 3))) != NULL) {
+        if (memcmp(p, "null", 4) == 0)
             return 1;
+        p++;
+    }
     return 0;
 }
 
