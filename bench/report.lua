@@ -88,6 +88,8 @@ local rows = {
   { "nginx.proxy_pass", "nginx proxy_pass location, wrk -c64", "nginx.proxy_pass" },
   { "nginx.resty", "contiguity.resty handler, wrk -c64", "nginx.proxy_pass" },
   { "nginx.capture", "diagnostic: bare ngx.location.capture, no module", "nginx.proxy_pass" },
+  { "nginx.noio", "diagnostic: the handler + module, transport without I/O", "nginx.proxy_pass" },
+  { "nginx.handler", "diagnostic: the handler alone (decode, encode, no call)", "nginx.proxy_pass" },
 }
 local section = { http = "HTTP, sequential", https = "HTTPS, sequential",
                   ["http-split"] = "HTTP, sequential, server on the other CPU",
@@ -147,22 +149,38 @@ diag("bare libcurl multi loop / wrk -c64 (the most any libcurl client reaches)",
 diag("contiguity async / bare libcurl multi loop", ratio("conc.async", "conc.floor_multi"))
 diag("bare ngx.location.capture, no module / proxy_pass (the most any capture design reaches)",
   ratio("nginx.capture", "nginx.proxy_pass"))
-local floor_r, module_r, cjson_r = rate("http.floor"), rate("http.module"), rate("cjson.alone")
-if floor_r and module_r and cjson_r then
-  print(("- HTTP floor %.1f µs per call, module %.1f µs: the module adds %.1f µs; 0.90 allows %.1f µs;"
-    .. " lua-cjson alone (decode the envelope, encode the params, no I/O) takes %.1f µs"):format(
-    1e6 / floor_r, 1e6 / module_r, 1e6 / module_r - 1e6 / floor_r, 1e6 / floor_r / 0.9 - 1e6 / floor_r, 1e6 / cjson_r))
+-- µs the module adds to the floor, and what 0.90 would allow, each from
+-- the pair of adjacent runs of one round, then the median over the rounds.
+local function paired(key, ref, f)
+  local a, b, xs = runs[key], runs[ref], {}
+  if not (a and b) then return nil end
+  for r, v in pairs(a.by_round) do
+    if b.by_round[r] then xs[#xs + 1] = f(1e6 / v, 1e6 / b.by_round[r]) end
+  end
+  return median(xs)
+end
+local added = paired("http.module", "http.floor", function(m, f) return m - f end)
+local allowed = paired("http.module", "http.floor", function(_, f) return f / 0.9 - f end)
+local cjson_r = rate("cjson.alone")
+if added and allowed and cjson_r then
+  print(("- HTTP, same CPU: the module adds %.1f µs to the floor's call; 0.90 allows %.1f µs;"
+    .. " lua-cjson alone (decode the envelope, encode the params, no I/O, hot caches) takes %.1f µs"):format(
+    added, allowed, 1e6 / cjson_r))
 end
 local cpu = {}
 for l in lines("cpu") do
   local k, v = l:match("^(%S+) %d+ (%S+)$")
   if k then cpu[k] = cpu[k] or {}; table.insert(cpu[k], tonumber(v)) end
 end
-local pc, rc, cc = median(cpu["nginx.proxy_pass"] or {}), median(cpu["nginx.resty"] or {}), median(cpu["nginx.capture"] or {})
+local function cpu_us(name) return median(cpu["nginx." .. name] or {}) end
+local pc, rc = cpu_us("proxy_pass"), cpu_us("resty")
 if pc and rc then
-  print(("- nginx worker CPU per request (median of rounds): proxy_pass %.1f µs, contiguity.resty %.1f µs%s;"
-    .. " proxy_pass / resty %.2f%s"):format(pc, rc, cc and (", bare capture %.1f µs"):format(cc) or "",
-    pc / rc, cc and (", proxy_pass / bare capture %.2f"):format(pc / cc) or ""))
+  local parts = {}
+  for _, n in ipairs{ "proxy_pass", "resty", "capture", "noio", "handler" } do
+    if cpu_us(n) then parts[#parts + 1] = ("%s %.1f"):format(n, cpu_us(n)) end
+  end
+  print(("- nginx worker CPU µs per request (median of rounds): %s; proxy_pass / resty %.2f; 0.7 allows resty %.1f µs"):format(
+    table.concat(parts, ", "), pc / rc, pc / 0.7))
 end
 
 -- Memory.
@@ -219,6 +237,19 @@ if a and b then
   if ja and jb then
     print(("lua-cjson alone (bench/seq.lua cjson: decode the envelope, encode the params), the same way: %s per call."):format(
       commas((jb.total - ja.total) / 1000)))
+  end
+end
+local vg = {}
+for l in lines("vg.txt") do
+  local k, v, n = l:match("^(%S+) (%d+) (%d+)$")
+  if k then vg[#vg + 1] = ("%s %s"):format(k, commas(tonumber(v))); vg[k] = tonumber(v) end
+end
+if #vg > 0 then
+  print(("nginx worker, user-space instructions per request (callgrind, one process, wrk -c2 for 3 s a location): %s."):format(
+    table.concat(vg, ", ")))
+  if vg.proxy_pass and vg.capture then
+    print(("A bare capture costs %.2f x a proxy_pass request; contiguity.resty %.2f x."):format(
+      vg.capture / vg.proxy_pass, (vg.resty or 0) / vg.proxy_pass))
   end
 end
 local aa, ab = cg("cga.1000"), cg("cga.3000")

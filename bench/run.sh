@@ -5,11 +5,12 @@
 # proxy_pass under nginx, memory over 200,000 calls, callgrind instructions
 # per call. Prints one table (bench/report.lua). See bench/README.md.
 #
-# Servers (ports BENCH_PORT .. BENCH_PORT+4, default 8900-8904):
+# Servers (ports BENCH_PORT .. BENCH_PORT+5, default 8900-8905):
 #   +0/+1  the sandbox (HTTP/HTTPS), used once to capture a real verify envelope
 #   +2/+3  a static nginx stand-in that answers POST /otp/verify with that
 #          envelope (HTTP, and HTTPS with the sandbox's certificate and CA)
 #   +4     nginx + Lua module running contiguity.resty and a proxy_pass location
+#   +5     the same nginx, one process under callgrind (instructions per request)
 # Every server is stopped on exit, failure or interrupt; every client run is
 # under `timeout`.
 #
@@ -33,7 +34,7 @@ cd "$root"
 
 base="${BENCH_PORT:-8900}"
 sandbox_port=$base sandbox_tls=$((base + 1)) stub_port=$((base + 2)) stub_tls=$((base + 3))
-resty_port=$((base + 4))
+resty_port=$((base + 4)) vg_port=$((base + 5)) vg_pid=""
 rounds="${BENCH_ROUNDS:-5}" calls="${BENCH_CALLS:-5000}" warm="${BENCH_WARMUP:-100}"
 async_calls="${BENCH_ASYNC_CALLS:-20000}" inflight="${BENCH_INFLIGHT:-64}"
 luasec_calls="${BENCH_LUASEC_CALLS:-100}" wrk_seconds="${WRK_SECONDS:-2}" memory_calls="${BENCH_MEMORY_CALLS:-200000}"
@@ -60,6 +61,7 @@ stop_nginx() {
 cleanup() {
   local rc=$?
   stop_nginx "$tmp/resty/logs/nginx.pid"
+  if [ -n "$vg_pid" ]; then kill -KILL "$vg_pid" 2>/dev/null || true; fi
   stop_nginx "$tmp/stub/logs/nginx.pid"
   "$root/sandbox/stop" "$sandbox_port" >/dev/null 2>&1 || true
   if [ -n "${BENCH_OUT:-}" ]; then cp "$res" "$BENCH_OUT" 2>/dev/null || true; fi
@@ -95,9 +97,9 @@ done
 command -v taskset >/dev/null || pin=0
 timer=(); [ -x /usr/bin/time ] && timer=(/usr/bin/time -f 'hwm %M')
 
-for p in $sandbox_port $sandbox_tls $stub_port $stub_tls $resty_port; do
+for p in $sandbox_port $sandbox_tls $stub_port $stub_tls $resty_port $vg_port; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-    log "port $p is in use; set BENCH_PORT to a base with 5 free ports"; exit 1
+    log "port $p is in use; set BENCH_PORT to a base with 6 free ports"; exit 1
   fi
 done
 
@@ -311,6 +313,7 @@ http {
         listen 127.0.0.1:$resty_port;
         set \$bench_token "$token";
         set \$bench_base_url "$http_url";
+        set \$bench_envelope '$envelope';
 
         # doc/openresty.md's internal location (plain http to the stand-in)
         location = /_contiguity {
@@ -333,6 +336,9 @@ http {
         # diagnostic: the same subrequest with no module (the ceiling of any
         # ngx.location.capture design): body in, the stand-in's answer out
         location = /capture/verify { content_by_lua_block { require("resty_handler").capture() } }
+        # diagnostics: the handler with the module and no I/O; the handler alone
+        location = /noio/verify { content_by_lua_block { require("resty_handler").noio() } }
+        location = /handler/verify { content_by_lua_block { require("resty_handler").handler_only() } }
         # the same request relayed as it is
         location = /proxy/otp/verify {
             proxy_pass http://contiguity_api/otp/verify;
@@ -368,6 +374,8 @@ CONF
     nginx_round proxy_pass /proxy/otp/verify "$r"
     nginx_round resty /resty/verify "$r"
     nginx_round capture /capture/verify "$r"
+    nginx_round noio /noio/verify "$r"
+    nginx_round handler /handler/verify "$r"
   done
   # the worker's peak RSS replaces wrk's for these rows
   echo "nginx_worker_hwm_kib $(sed -n 's/^VmHWM:[[:space:]]*\([0-9]*\).*/\1/p' "/proc/$wpid/status")" >> "$tmp/machine"
@@ -395,6 +403,36 @@ if [[ "$skip" != *" callgrind "* ]] && command -v valgrind >/dev/null; then
       $lua bench/seq.lua cjson - "$n" 20 >/dev/null 2>"$tmp/cgj.$n.log" || log "callgrind cjson $n failed"
     callgrind_annotate --inclusive=no --threshold=100 "$tmp/cgj.$n" > "$tmp/cgj.$n.self" 2>/dev/null || true
   done
+  # The nginx worker's user-space instructions per request on each location:
+  # the same config in one process (master_process off) under callgrind,
+  # counters zeroed before and dumped after 3 s of wrk -c2 on a location.
+  if [[ "$skip" != *" resty "* ]] && command -v callgrind_control >/dev/null; then
+    log "callgrind: the nginx worker, instructions per request by location"
+    mkdir -p "$tmp/vg/conf" "$tmp/vg/logs" "$tmp/vg/tmp"
+    sed -e 's/^daemon on;$/daemon off; master_process off;/' -e "s|$tmp/resty/|$tmp/vg/|g" \
+        -e "s|listen 127.0.0.1:$resty_port;|listen 127.0.0.1:$vg_port;|" \
+        "$tmp/resty/conf/nginx.conf" > "$tmp/vg/conf/nginx.conf"
+    valgrind --tool=callgrind --callgrind-out-file="$tmp/vg/cg" \
+      nginx -p "$tmp/vg" -c "$tmp/vg/conf/nginx.conf" -e "$tmp/vg/logs/error.log" >"$tmp/vg/valgrind.log" 2>&1 &
+    vg_pid=$!
+    for _ in $(seq 300); do (exec 3<>"/dev/tcp/127.0.0.1/$vg_port") 2>/dev/null && break; sleep 0.1; done
+    for loc in proxy_pass:/proxy/otp/verify capture:/capture/verify resty:/resty/verify \
+               noio:/noio/verify handler:/handler/verify; do
+      callgrind_control -z "$vg_pid" >/dev/null 2>&1 || break
+      n="$(timeout 60 wrk -t1 -c2 -d3s -s "$here/verify.lua" "http://127.0.0.1:$vg_port${loc#*:}" 2>&1 |
+             sed -n 's/^ *\([0-9]*\) requests in.*/\1/p')"
+      callgrind_control -d "$vg_pid" >/dev/null 2>&1 || break
+      sleep 1
+      dump="$(ls -t "$tmp/vg/cg".* 2>/dev/null | head -n 1)"
+      total="$(callgrind_annotate "$dump" 2>/dev/null | sed -n 's/^ *\([0-9,]*\) .*PROGRAM TOTALS.*/\1/p' | tr -d ,)"
+      [ -n "$n" ] && [ "$n" -gt 0 ] && [ -n "$total" ] && echo "${loc%%:*} $((total / n)) $n" >> "$tmp/vg.txt"
+    done
+    kill -QUIT "$vg_pid" 2>/dev/null || true
+    for _ in $(seq 100); do kill -0 "$vg_pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$vg_pid" 2>/dev/null || true
+    wait "$vg_pid" 2>/dev/null || true
+    vg_pid=""
+  fi
   # async, 64 in flight: the module and the bare libcurl multi loop
   log "callgrind: async, 1000 and 3000 calls"
   for n in 1000 3000; do
