@@ -318,9 +318,9 @@ http {
         # doc/openresty.md's internal location (plain http to the stand-in)
         location = /_contiguity {
             internal;
-            set_by_lua_block \$contiguity_path { return ngx.ctx.contiguity_path }
-            set_by_lua_block \$contiguity_authorization { return ngx.ctx.contiguity_authorization }
-            set_by_lua_block \$contiguity_user_agent { return ngx.ctx.contiguity_user_agent }
+            set \$contiguity_path \$contiguity_path;
+            set \$contiguity_authorization \$contiguity_authorization;
+            set \$contiguity_user_agent \$contiguity_user_agent;
             proxy_pass http://contiguity_api\$contiguity_path;
             proxy_http_version 1.1;
             proxy_set_header Connection "";

@@ -27,8 +27,9 @@ local server = nginx.new{ name = "guard-spec", port = PORT, workers = 2, http = 
 
         location = /_contiguity {
             internal;
-            set_by_lua_block $contiguity_path { return ngx.ctx.contiguity_path }
-            set_by_lua_block $contiguity_authorization { return ngx.ctx.contiguity_authorization }
+            set $contiguity_path $contiguity_path;
+            set $contiguity_authorization $contiguity_authorization;
+            set $contiguity_user_agent $contiguity_user_agent;
             proxy_pass http://127.0.0.1:SANDBOX$contiguity_path;
             proxy_http_version 1.1;
             proxy_pass_request_headers off;

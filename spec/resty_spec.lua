@@ -16,14 +16,15 @@ local sh = shell.run
 
 -- The internal location as doc/openresty.md documents it, minus TLS (the
 -- sandbox is plain http on loopback): path and headers come from the
--- subrequest's ngx.ctx and nothing of the client's request is forwarded.
+-- subrequest's own variables (the capture's vars) and nothing of the
+-- client's request is forwarded.
 local function api_location(name, upstream, read_timeout)
   return ([[
         location = NAME {
             internal;
-            set_by_lua_block $contiguity_path { return ngx.ctx.contiguity_path }
-            set_by_lua_block $contiguity_authorization { return ngx.ctx.contiguity_authorization }
-            set_by_lua_block $contiguity_user_agent { return ngx.ctx.contiguity_user_agent }
+            set $contiguity_path $contiguity_path;
+            set $contiguity_authorization $contiguity_authorization;
+            set $contiguity_user_agent $contiguity_user_agent;
             proxy_pass http://UPSTREAM$contiguity_path;
             proxy_http_version 1.1;
             proxy_set_header Connection "";

@@ -580,20 +580,25 @@ static int cg_host_decode(lua_State *L)
         n = resp_error(L, op->name, strstr(msg, "timeout") || strstr(msg, "timed out")
                                         ? "timeout" : "network", msg);
     } else {
+        double status = lua_tonumber(L, 2);
         body = lua_tolstring(L, 3, &len);
         curlt_meta_reset(&meta);
-        if ((h = cg_header(L, 4, "location")) != NULL) {
-            strncpy(meta.location, h, sizeof(meta.location) - 1);
-            meta.location[sizeof(meta.location) - 1] = '\0';
+        /* only an error answer reports Location and Retry-After: a 2xx
+         * skips the walk through the headers table */
+        if (status < 200 || status >= 300) {
+            if ((h = cg_header(L, 4, "location")) != NULL) {
+                strncpy(meta.location, h, sizeof(meta.location) - 1);
+                meta.location[sizeof(meta.location) - 1] = '\0';
+            }
+            if ((h = cg_header(L, 4, "retry-after")) != NULL)
+                meta.retry_after = atof(h);
         }
-        if ((h = cg_header(L, 4, "retry-after")) != NULL)
-            meta.retry_after = atof(h);
-        if (!(lua_tonumber(L, 2) >= 100 && lua_tonumber(L, 2) < 600)) {
+        if (!(status >= 100 && status < 600)) {
             n = resp_error(L, op->name, "network", "transport returned an invalid HTTP status");
         } else if (len > c->max_response) {
             n = resp_error(L, op->name, "decode", "response body larger than max_response_bytes");
         } else {
-            n = resp_decode(L, op, (long)lua_tonumber(L, 2), body, len, &meta);
+            n = resp_decode(L, op, (long)status, body, len, &meta);
         }
     }
     if (c->debug) {

@@ -12,11 +12,12 @@ M.DEFAULT_LOCATION = "/_contiguity"
 -- timers, balancer or ssl_* handlers).
 local PHASES = { rewrite = true, access = true, content = true }
 
--- Runs one API request as a subrequest. The internal location reads the
--- path and headers from the subrequest's ngx.ctx (set_by_lua_block), so no
--- header of the client's own request can reach the API and the capture URI
--- is always the bare location (the percent-encoded path never goes through
--- nginx's URI decoding).
+-- Runs one API request as a subrequest. The path and headers go in the
+-- subrequest's own nginx variables (the capture's `vars` option; the
+-- internal location declares them with `set $v $v;`), so no header of the
+-- client's own request can reach the API, no Lua runs in that location,
+-- and the capture URI is always the bare location (the percent-encoded
+-- path never goes through nginx's URI decoding).
 local function capture(location, req)
   local ngx = ngx
   local phase = ngx.get_phase()
@@ -31,7 +32,7 @@ local function capture(location, req)
     -- POST always gets its own body ("" for none): capture would otherwise
     -- forward the client's request body
     body = method == ngx.HTTP_POST and (req.body or "") or nil,
-    ctx = {
+    vars = {
       contiguity_path = req.path,
       contiguity_authorization = h.Authorization,
       contiguity_user_agent = h["User-Agent"],
