@@ -195,6 +195,9 @@ describe("the transport option", function()
         { action = "status", status = 403 },
         { action = "status", status = 429, body = '{"message":"Slow down"}', headers = { ["Retry-After"] = "3" } },
         { action = "status", status = 502, body = "<html>bad gateway</html>" },
+        { action = "status", status = 302, headers = { Location = "https://elsewhere.example/x" } },
+        { action = "status", status = 200, body = '{"id":"req_1","data":{"verified":false}}',
+          headers = { Location = "https://elsewhere.example/x", ["Retry-After"] = "3" } },
         { action = "status", status = 403, body = '{"id":"err_abc","object":"error","data":{"error":"Accept",'
             .. '"agreement_url":"https://contiguity.com/agree"}}' },
         { action = "malformed" },
