@@ -315,7 +315,7 @@ http {
         set \$bench_base_url "$http_url";
         set \$bench_envelope '$envelope';
 
-        # doc/openresty.md's internal location (plain http to the stand-in)
+        # the README's internal location ("OpenResty / nginx"; plain http to the stand-in)
         location = /_contiguity {
             internal;
             set \$contiguity_path \$contiguity_path;

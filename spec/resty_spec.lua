@@ -14,7 +14,7 @@ local PORT = tonumber(os.getenv("CONTIGUITY_RESTY_PORT") or "") or SANDBOX_PORT 
 local BASE = "http://127.0.0.1:" .. PORT
 local sh = shell.run
 
--- The internal location as doc/openresty.md documents it, minus TLS (the
+-- The internal location as the README ("OpenResty / nginx") documents it, minus TLS (the
 -- sandbox is plain http on loopback): path and headers come from the
 -- subrequest's own variables (the capture's vars) and nothing of the
 -- client's request is forwarded.

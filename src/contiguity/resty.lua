@@ -1,6 +1,6 @@
 -- contiguity.resty: the OTP client for OpenResty/nginx handlers, moving bytes
 -- through an nginx subrequest (ngx.location.capture) to an internal
--- proxy_pass location, so the nginx worker never blocks. See doc/openresty.md.
+-- proxy_pass location, so the nginx worker never blocks. See the README, "OpenResty / nginx".
 local contiguity = require("contiguity")
 
 local M = {}
