@@ -9,7 +9,8 @@
  *
  * The static functions are reached by including the module's single
  * translation unit; one Lua 5.4 state holds the module's private cjson
- * instance (registry CG_JSON_KEY), set up by luaopen_contiguity once. */
+ * instance (registry keys cg_json_encode_key/cg_json_decode_key), set up by
+ * luaopen_contiguity once. */
 #include <stdint.h>
 #include "../src/contiguity.c"
 

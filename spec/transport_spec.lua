@@ -196,8 +196,6 @@ describe("the transport option", function()
         { action = "status", status = 429, body = '{"message":"Slow down"}', headers = { ["Retry-After"] = "3" } },
         { action = "status", status = 502, body = "<html>bad gateway</html>" },
         { action = "status", status = 302, headers = { Location = "https://elsewhere.example/x" } },
-        { action = "status", status = 200, body = '{"id":"req_1","data":{"verified":false}}',
-          headers = { Location = "https://elsewhere.example/x", ["Retry-After"] = "3" } },
         { action = "status", status = 403, body = '{"id":"err_abc","object":"error","data":{"error":"Accept",'
             .. '"agreement_url":"https://contiguity.com/agree"}}' },
         { action = "malformed" },
@@ -240,6 +238,7 @@ describe("the transport option", function()
 
     it("turns JSON null into nil and keeps integer timestamps", function()
       local t = canned(200, '{"id":"req_9","timestamp":1785380854155,"api_version":"v1","object":"response",'
+        .. '"note":null,"region":"us",'
         .. '"data":{"verified":true,"extra":null,"nested":{"a":null,"c":{"d":null,"e":"x"}}}}')
       local res = client(t).otp.verify{ otp_id = "o", otp = "1" }
       assert.is_true(res.verified)
@@ -249,6 +248,16 @@ describe("the transport option", function()
       assert.equals("x", res.nested.c.e)
       assert.equals(1785380854155, res.metadata.timestamp)
       assert.equals("req_9", res.metadata.id)
+      -- metadata is the rest of the envelope: nulls gone there too, data not repeated
+      assert.is_nil(res.metadata.note)
+      assert.is_nil(res.metadata.data)
+      assert.equals("us", res.metadata.region)
+      assert.same({ "api_version", "id", "object", "region", "timestamp" }, (function()
+        local keys = {}
+        for k in pairs(res.metadata) do keys[#keys + 1] = k end
+        table.sort(keys)
+        return keys
+      end)())
     end)
 
     it("raises a clear error for a callback argument", function()

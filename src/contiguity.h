@@ -12,7 +12,9 @@
 #define CG_ERROR_MT "contiguity.Error"
 #define CG_TRANSFER_MT "contiguity.Transfer"
 /* The registry keys of the module's private cjson instance's encode and
- * decode functions: the addresses of these two bytes (never read). */
+ * decode functions: the addresses of these two bytes (never read). One
+ * pair exists because every build compiles src/contiguity.c, which
+ * includes the other .c files, as a single translation unit. */
 static const char cg_json_encode_key = 'e';
 static const char cg_json_decode_key = 'd';
 

@@ -497,6 +497,15 @@ static void curlt_transfer_done(cg_client *c, cg_transfer *t)
             }
         }
         if (c->nidle < c->capidle) {
+            /* nothing of the finished call stays behind: no pointer into
+             * its transfer (which Lua may free), no copy of its body (a
+             * code or a phone number) */
+            curl_easy_setopt(t->easy, CURLOPT_WRITEDATA, (void *)NULL);
+            curl_easy_setopt(t->easy, CURLOPT_HEADERDATA, (void *)NULL);
+            curl_easy_setopt(t->easy, CURLOPT_ERRORBUFFER, (char *)NULL);
+            curl_easy_setopt(t->easy, CURLOPT_PRIVATE, (void *)NULL);
+            curl_easy_setopt(t->easy, CURLOPT_POSTFIELDSIZE, 0L);
+            curl_easy_setopt(t->easy, CURLOPT_COPYPOSTFIELDS, "");
             c->idle[c->nidle++] = t->easy;
             t->easy = NULL;
         }
