@@ -154,24 +154,31 @@ echo "envelope: $envelope" >> "$tmp/machine"
 
 # ---- the static stand-in: nginx answering that envelope ------------------------
 user_line=""; [ "$(id -u)" = 0 ] && user_line="user nobody nogroup;"
-mkdir -p "$tmp/stub/conf" "$tmp/stub/logs" "$tmp/stub/tmp"
-cat > "$tmp/stub/conf/nginx.conf" <<CONF
+# nginx_head DIR: the start of every bench nginx's configuration, up to
+# inside "http {", with its logs, pid and temporary files under DIR.
+nginx_head() {
+  cat <<HEAD
 $user_line
 daemon on;
 worker_processes 1;
-error_log $tmp/stub/logs/error.log warn;
-pid $tmp/stub/logs/nginx.pid;
+error_log $1/logs/error.log warn;
+pid $1/logs/nginx.pid;
 events { worker_connections 1024; }
 http {
     access_log off;
     server_tokens off;
-    client_body_temp_path $tmp/stub/tmp/client_body;
-    proxy_temp_path $tmp/stub/tmp/proxy;
-    fastcgi_temp_path $tmp/stub/tmp/fastcgi;
-    uwsgi_temp_path $tmp/stub/tmp/uwsgi;
-    scgi_temp_path $tmp/stub/tmp/scgi;
+    client_body_temp_path $1/tmp/client_body;
+    proxy_temp_path $1/tmp/proxy;
+    fastcgi_temp_path $1/tmp/fastcgi;
+    uwsgi_temp_path $1/tmp/uwsgi;
+    scgi_temp_path $1/tmp/scgi;
     keepalive_requests 10000000;
     keepalive_timeout 75s;
+HEAD
+}
+mkdir -p "$tmp/stub/conf" "$tmp/stub/logs" "$tmp/stub/tmp"
+cat > "$tmp/stub/conf/nginx.conf" <<CONF
+$(nginx_head "$tmp/stub")
     server {
         listen 127.0.0.1:$stub_port;
         listen 127.0.0.1:$stub_tls ssl;
@@ -287,20 +294,7 @@ if [[ "$skip" != *" resty "* ]]; then
   cat > "$tmp/resty/conf/nginx.conf" <<CONF
 load_module $modules/ndk_http_module.so;
 load_module $modules/ngx_http_lua_module.so;
-$user_line
-daemon on;
-worker_processes 1;
-error_log $tmp/resty/logs/error.log warn;
-pid $tmp/resty/logs/nginx.pid;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    client_body_temp_path $tmp/resty/tmp/client_body;
-    proxy_temp_path $tmp/resty/tmp/proxy;
-    fastcgi_temp_path $tmp/resty/tmp/fastcgi;
-    uwsgi_temp_path $tmp/resty/tmp/uwsgi;
-    scgi_temp_path $tmp/resty/tmp/scgi;
-    keepalive_requests 10000000;
+$(nginx_head "$tmp/resty")
     lua_package_path "$root/src/?.lua;$root/bench/?.lua;/usr/share/lua/5.1/?.lua;;";
     lua_package_cpath "$root/build/jit/?.so;/usr/lib/x86_64-linux-gnu/lua/5.1/?.so;;";
     init_by_lua_block { require("cjson"); require("contiguity.resty") }

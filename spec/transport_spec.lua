@@ -236,6 +236,25 @@ describe("the transport option", function()
       assert.equals(404, err.status)
     end)
 
+    it("reads Retry-After as seconds or as an HTTP date, as the libcurl client does", function()
+      local host = client(socket_transport)
+      local cases = {
+        { "Wed, 21 Oct 2037 07:28:00 GMT", function(s) return s > 3e8 end }, -- years ahead
+        { "Wed, 21 Oct 2015 07:28:00 GMT", function(s) return s == 0 end },  -- in the past
+        { "7", function(s) return s == 7 end },
+      }
+      for _, case in ipairs(cases) do
+        sandbox.clear_faults()
+        sandbox.fault{ path = "/otp/verify", action = "status", status = 429, times = -1,
+                       headers = { ["Retry-After"] = case[1] } }
+        local _, res, err = run(function() return host.otp.verify{ otp_id = "otp_1", otp = "123456" } end)
+        assert.is_nil(res)
+        assert.equals(429, err.status)
+        assert.is_true(case[2](err.retry_after), case[1] .. " gave " .. tostring(err.retry_after))
+      end
+      sandbox.clear_faults()
+    end)
+
     it("turns JSON null into nil and keeps integer timestamps", function()
       local t = canned(200, '{"id":"req_9","timestamp":1785380854155,"api_version":"v1","object":"response",'
         .. '"note":null,"region":"us",'

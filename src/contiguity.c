@@ -546,22 +546,24 @@ static int cg_host_build(lua_State *L)
     return 3;
 }
 
-/* Finds a response header by name, whatever its case. */
-static const char *cg_header(lua_State *L, int headers, const char *name)
+/* Feeds a host transport's response headers table (any case of names)
+ * to curlt_meta_set, the parser the libcurl header callback uses. Keys are
+ * only read when they are strings: converting one would break lua_next. */
+static void cg_host_meta(lua_State *L, int headers, cg_resp_meta *meta)
 {
     if (lua_type(L, headers) != LUA_TTABLE)
-        return NULL;
+        return;
     lua_pushnil(L);
     while (lua_next(L, headers) != 0) {
-        if (lua_type(L, -2) == LUA_TSTRING && strcasecmp(lua_tostring(L, -2), name) == 0 &&
-            lua_isstring(L, -1)) {
-            const char *v = lua_tostring(L, -1);
-            lua_pop(L, 2); /* the string stays alive in the table */
-            return v;
+        int vt = lua_type(L, -1);
+        if (lua_type(L, -2) == LUA_TSTRING && (vt == LUA_TSTRING || vt == LUA_TNUMBER)) {
+            size_t nlen, vlen;
+            const char *name = lua_tolstring(L, -2, &nlen);
+            const char *v = lua_tolstring(L, -1, &vlen);
+            curlt_meta_set(meta, name, nlen, v, vlen);
         }
         lua_pop(L, 1);
     }
-    return NULL;
 }
 
 /* Host transport, step 2: (req, status, body, headers) or (req, nil,
@@ -572,7 +574,7 @@ static int cg_host_decode(lua_State *L)
     const ops_op *op = &ops_table[lua_tointeger(L, UP_OP)];
     cg_resp_meta meta;
     size_t len = 0;
-    const char *body, *h;
+    const char *body;
     int n;
     lua_settop(L, 4);
     if (!lua_isnumber(L, 2)) {
@@ -585,14 +587,8 @@ static int cg_host_decode(lua_State *L)
         curlt_meta_reset(&meta);
         /* only an error answer reports Location and Retry-After: a 2xx
          * skips the walk through the headers table */
-        if (status < 200 || status >= 300) {
-            if ((h = cg_header(L, 4, "location")) != NULL) {
-                strncpy(meta.location, h, sizeof(meta.location) - 1);
-                meta.location[sizeof(meta.location) - 1] = '\0';
-            }
-            if ((h = cg_header(L, 4, "retry-after")) != NULL)
-                meta.retry_after = atof(h);
-        }
+        if (status < 200 || status >= 300)
+            cg_host_meta(L, 4, &meta);
         if (!(status >= 100 && status < 600)) {
             n = resp_error(L, op->name, "network", "transport returned an invalid HTTP status");
         } else if (len > c->max_response) {
@@ -644,9 +640,13 @@ static void cg_push_closure(lua_State *L, lua_CFunction fn, int client, int owne
     compat_getuservalue(L, client);
     lua_getfield(L, -1, "base_url");
     lua_remove(L, -2);
-    lua_pushvalue(L, -1);
-    lua_pushstring(L, ops_table[op].path);
-    lua_concat(L, 2);
+    if (ops_table[op].by_id) {
+        lua_pushnil(L); /* the URL depends on the id: cg_begin builds it */
+    } else {
+        lua_pushvalue(L, -1);
+        lua_pushstring(L, ops_table[op].path);
+        lua_concat(L, 2);
+    }
     lua_pushcclosure(L, fn, 5);
 }
 
@@ -658,8 +658,7 @@ static void cg_add_call(lua_State *L, cg_client *c, int client, int op, const ch
     if (!c->host) {
         cg_push_closure(L, cg_call, client, owner, op);
     } else {
-        if (luaL_loadbuffer(L, cg_host_glue, sizeof(cg_host_glue) - 1, "=contiguity.host") != 0)
-            lua_error(L);
+        cg_registry_push(L, &cg_host_glue_key); /* compiled once, in luaopen */
         cg_push_closure(L, cg_host_build, client, owner, op);
         cg_push_closure(L, cg_host_decode, client, owner, op);
         compat_getuservalue(L, client);
@@ -1156,6 +1155,10 @@ int luaopen_contiguity(lua_State *L)
     lua_getfield(L, -2, "decode");
     lua_rawset(L, LUA_REGISTRYINDEX);
     lua_pop(L, 2);
+    lua_pushlightuserdata(L, (void *)&cg_host_glue_key);
+    if (luaL_loadbuffer(L, cg_host_glue, sizeof(cg_host_glue) - 1, "=contiguity.host") != 0)
+        return lua_error(L);
+    lua_rawset(L, LUA_REGISTRYINDEX);
 
     if (luaL_newmetatable(L, CG_CLIENT_MT)) {
         compat_setfuncs(L, metamethods, 0);

@@ -17,9 +17,10 @@
  * includes the other .c files, as a single translation unit. */
 static const char cg_json_encode_key = 'e';
 static const char cg_json_decode_key = 'd';
+static const char cg_host_glue_key = 'g'; /* the compiled cg_host_glue */
 
-/* Pushes the private cjson's encode or decode function (a key above). */
-static void cg_push_json(lua_State *L, const char *key)
+/* Pushes the registry value under one of those address keys. */
+static void cg_registry_push(lua_State *L, const char *key)
 {
     lua_pushlightuserdata(L, (void *)key);
     lua_rawget(L, LUA_REGISTRYINDEX);
@@ -61,8 +62,8 @@ typedef struct ops_op {
     const char *name;   /* "otp.new": what errors and debug lines say */
     const char *method; /* "POST" or "GET" */
     const char *path;   /* under base_url */
-    int by_id;          /* the argument is an otp_id string appended to path */
-    int has_body;       /* sends the params table as JSON */
+    int by_id;          /* the argument is an otp_id string appended to path;
+                           else a params table sent as the JSON body */
     int flags;          /* OPF_* below */
     ops_field fields[7];
 } ops_op;

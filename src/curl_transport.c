@@ -69,9 +69,36 @@ static size_t curlt_on_body(char *ptr, size_t size, size_t nmemb, void *ud)
     return n;
 }
 
-/* libcurl's header callback: keeps the two headers the module acts on
- * (Location for a refused redirect, Retry-After for 429/503) and caps the
- * total header size. */
+/* Keeps the two response headers the module acts on: Location (for a
+ * refused redirect) and Retry-After (seconds or an HTTP date), given a
+ * header's name and value (trimmed here). Both transports read headers through here. */
+static void curlt_meta_set(cg_resp_meta *m, const char *name, size_t nlen, const char *v,
+                           size_t vlen)
+{
+    while (vlen > 0 && (*v == ' ' || *v == '\t')) v++, vlen--;
+    while (vlen > 0 && (v[vlen - 1] == '\r' || v[vlen - 1] == '\n' || v[vlen - 1] == ' ')) vlen--;
+    if (nlen == 8 && strncasecmp(name, "location", 8) == 0) {
+        if (vlen >= sizeof(m->location)) vlen = sizeof(m->location) - 1;
+        memcpy(m->location, v, vlen);
+        m->location[vlen] = '\0';
+    } else if (nlen == 11 && strncasecmp(name, "retry-after", 11) == 0 && vlen < 64) {
+        char tmp[64];
+        char *end;
+        double secs;
+        memcpy(tmp, v, vlen);
+        tmp[vlen] = '\0';
+        secs = strtod(tmp, &end);
+        if (end == tmp) { /* an HTTP date: curl_getdate parses those */
+            time_t at = curl_getdate(tmp, NULL);
+            secs = at < 0 ? -1 : difftime(at, time(NULL));
+            if (at >= 0 && secs < 0) secs = 0;
+        }
+        m->retry_after = secs;
+    }
+}
+
+/* libcurl's header callback: hands each header to curlt_meta_set and caps
+ * the total header size. */
 static size_t curlt_on_header(char *line, size_t size, size_t nmemb, void *ud)
 {
     cg_resp_meta *m = (cg_resp_meta *)ud;
@@ -91,27 +118,7 @@ static size_t curlt_on_header(char *line, size_t size, size_t nmemb, void *ud)
     if (v == NULL)
         return n;
     vlen = n - (size_t)(v + 1 - line);
-    v++;
-    while (vlen > 0 && (*v == ' ' || *v == '\t')) v++, vlen--;
-    while (vlen > 0 && (v[vlen - 1] == '\r' || v[vlen - 1] == '\n' || v[vlen - 1] == ' ')) vlen--;
-    if (n > 9 && strncasecmp(line, "location:", 9) == 0) {
-        if (vlen >= sizeof(m->location)) vlen = sizeof(m->location) - 1;
-        memcpy(m->location, v, vlen);
-        m->location[vlen] = '\0';
-    } else if (n > 12 && strncasecmp(line, "retry-after:", 12) == 0 && vlen < 64) {
-        char tmp[64];
-        char *end;
-        double secs;
-        memcpy(tmp, v, vlen);
-        tmp[vlen] = '\0';
-        secs = strtod(tmp, &end);
-        if (end == tmp) { /* an HTTP date: curl_getdate parses those */
-            time_t at = curl_getdate(tmp, NULL);
-            secs = at < 0 ? -1 : difftime(at, time(NULL));
-            if (at >= 0 && secs < 0) secs = 0;
-        }
-        m->retry_after = secs;
-    }
+    curlt_meta_set(m, line, (size_t)(v - line), v + 1, vlen);
     return n;
 }
 
@@ -135,7 +142,6 @@ static int curlt_setup(cg_client *c, CURL *e, cg_buf *body, cg_resp_meta *meta, 
     bad |= curl_easy_setopt(e, CURLOPT_HEADERDATA, meta) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_ERRORBUFFER, errbuf) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_HTTPHEADER, c->headers) != CURLE_OK;
-    bad |= curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, c->timeout_ms) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, c->connect_timeout_ms) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L) != CURLE_OK;
@@ -264,7 +270,7 @@ static double curlt_retry_delay(cg_client *c, const ops_op *op, CURL *e, CURLcod
         return -1;
     }
     curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
-    if (status == 429 || (idempotent && (status == 502 || status == 503 || status == 504))) {
+    if (resp_status_retryable(op, status)) {
         if (meta->retry_after >= 0)
             return meta->retry_after > CURLT_RETRY_AFTER_CAP ? CURLT_RETRY_AFTER_CAP
                                                              : meta->retry_after;

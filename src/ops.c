@@ -9,20 +9,20 @@ enum { OP_NEW, OP_VERIFY, OP_RESEND, OP_R_INITIATE, OP_R_VERIFY, OP_R_CANCEL, OP
 
 /* The whole API surface. Adding an endpoint is adding a row. */
 static const ops_op ops_table[OP_COUNT] = {
-    {"otp.new", "POST", "/otp/new", 0, 1, OPF_SENDS_SMS,
+    {"otp.new", "POST", "/otp/new", 0, OPF_SENDS_SMS,
      {{"to", CK_E164, REQUIRED}, {"language", CK_STRING, REQUIRED},
       {"name", CK_STRING, REQUIRED}, {NULL, 0, 0}}},
-    {"otp.verify", "POST", "/otp/verify", 0, 1, 0,
+    {"otp.verify", "POST", "/otp/verify", 0, 0,
      {{"otp_id", CK_STRING, REQUIRED}, {"otp", CK_OTP, REQUIRED}, {NULL, 0, 0}}},
-    {"otp.resend", "POST", "/otp/resend", 0, 1, OPF_SENDS_SMS,
+    {"otp.resend", "POST", "/otp/resend", 0, OPF_SENDS_SMS,
      {{"otp_id", CK_STRING, REQUIRED}, {NULL, 0, 0}}},
-    {"otp.reverse.initiate", "POST", "/otp/reverse/initiate", 0, 1, 0,
+    {"otp.reverse.initiate", "POST", "/otp/reverse/initiate", 0, 0,
      {{"number", CK_E164, REQUIRED}, {"factor", CK_FACTOR, OPTIONAL},
       {"to", CK_E164, OPTIONAL}, {"service", CK_SERVICE, OPTIONAL},
       {"language", CK_STRING, OPTIONAL}, {"success_url", CK_URL, OPTIONAL},
       {NULL, 0, 0}}},
-    {"otp.reverse.verify", "GET", "/otp/reverse/verify/", 1, 0, OPF_IDEMPOTENT, {{NULL, 0, 0}}},
-    {"otp.reverse.cancel", "POST", "/otp/reverse/cancel/", 1, 0, OPF_IDEMPOTENT, {{NULL, 0, 0}}},
+    {"otp.reverse.verify", "GET", "/otp/reverse/verify/", 1, OPF_IDEMPOTENT, {{NULL, 0, 0}}},
+    {"otp.reverse.cancel", "POST", "/otp/reverse/cancel/", 1, OPF_IDEMPOTENT, {{NULL, 0, 0}}},
 };
 
 /* E.164: '+', then 2-15 digits, the first not 0. */
@@ -181,7 +181,7 @@ static int ops_build(lua_State *L, const ops_op *op, int arg)
     lua_pushstring(L, op->path);
     /* The whole table goes through cjson, so fields this module does not
      * know yet pass through unchanged. */
-    cg_push_json(L, &cg_json_encode_key);
+    cg_registry_push(L, &cg_json_encode_key);
     lua_pushvalue(L, arg);
     if (lua_pcall(L, 1, 1, 0) != 0) {
         const char *why = lua_tostring(L, -1);

@@ -118,17 +118,20 @@ static int resp_may_have_null(const char *body, size_t len)
     return 0;
 }
 
-/* cjson decodes every number as a float; the envelope's integers become
- * integers where the Lua has them. */
-static void resp_copy_int(lua_State *L, int from, const char *k)
+/* cjson decodes every number as a float: field k of the table at t becomes
+ * an integer where the Lua has them (range-checked by resp_push_int). */
+static void resp_fix_int(lua_State *L, int t, const char *k)
 {
-    lua_getfield(L, from, k);
+    t = compat_absindex(L, t);
+    lua_getfield(L, t, k);
     if (lua_type(L, -1) == LUA_TNUMBER) {
         double v = lua_tonumber(L, -1);
         lua_pop(L, 1);
         resp_push_int(L, v);
+        lua_setfield(L, t, k);
+    } else {
+        lua_pop(L, 1);
     }
-    lua_setfield(L, -2, k);
 }
 
 static void resp_copy_string(lua_State *L, int from, const char *from_key, const char *k)
@@ -138,6 +141,14 @@ static void resp_copy_string(lua_State *L, int from, const char *from_key, const
         lua_setfield(L, -2, k);
     else
         lua_pop(L, 1);
+}
+
+/* Whether an HTTP answer may be asked for again: the one rule behind
+ * err.retryable and the libcurl transports' retries (curlt_retry_delay). */
+static int resp_status_retryable(const ops_op *op, long status)
+{
+    return status == 429 || ((op->flags & OPF_IDEMPOTENT) &&
+                             (status == 502 || status == 503 || status == 504));
 }
 
 static const char *resp_reason(long status)
@@ -168,7 +179,7 @@ static const char *resp_reason(long status)
  * a table. */
 static int resp_json(lua_State *L, const char *body, size_t len)
 {
-    cg_push_json(L, &cg_json_decode_key);
+    cg_registry_push(L, &cg_json_decode_key);
     lua_pushlstring(L, body, len);
     if (lua_pcall(L, 1, 1, 0) != 0)
         return 0;
@@ -208,15 +219,7 @@ static int resp_decode(lua_State *L, const ops_op *op, long status, const char *
             resp_strip_nulls(L, env); /* data too: it is still in env */
         lua_pushnil(L);
         lua_setfield(L, env, "data");
-        lua_getfield(L, env, "timestamp");
-        if (lua_type(L, -1) == LUA_TNUMBER) {
-            double v = lua_tonumber(L, -1);
-            lua_pop(L, 1);
-            resp_push_int(L, v);
-            lua_setfield(L, env, "timestamp");
-        } else {
-            lua_pop(L, 1);
-        }
+        resp_fix_int(L, env, "timestamp");
         lua_pushvalue(L, env);
         lua_setfield(L, -2, "metadata");
         lua_remove(L, env);
@@ -246,8 +249,7 @@ static int resp_decode(lua_State *L, const ops_op *op, long status, const char *
             msg = resp_reason(status);
         resp_error(L, op->name, "api", msg);
         resp_set_int(L, "status", (double)status);
-        resp_set_bool(L, "retryable", status == 429 || ((op->flags & OPF_IDEMPOTENT) &&
-                                      (status == 502 || status == 503 || status == 504)));
+        resp_set_bool(L, "retryable", resp_status_retryable(op, status));
         if (ok) {
             resp_copy_string(L, env, "id", "request_id");
             resp_copy_string(L, env, "agreement_url", "agreement_url");

@@ -288,7 +288,7 @@ static int wh_decode(lua_State *L, int body_idx, const char *op)
     int base = lua_gettop(L), failed;
     size_t len, i;
     const char *s = lua_tolstring(L, body_idx, &len);
-    cg_push_json(L, &cg_json_decode_key); /* the module's private cjson */
+    cg_registry_push(L, &cg_json_decode_key); /* the module's private cjson */
     lua_pushlstring(L, s, len);
     failed = lua_pcall(L, 1, 1, 0) != 0;
     if (failed || lua_type(L, -1) != LUA_TTABLE) {
@@ -318,9 +318,9 @@ static int wh_decode(lua_State *L, int body_idx, const char *op)
         lua_pop(L, 1);
     }
     /* seconds as integers where the Lua has them, like the envelope's timestamp */
-    resp_copy_int(L, base + 1, "timestamp");
-    lua_getfield(L, base + 1, "data");
-    resp_copy_int(L, base + 2, "timestamp");
+    resp_fix_int(L, base + 1, "timestamp");
+    lua_getfield(L, base + 1, "data"); /* a table: checked above */
+    resp_fix_int(L, -1, "timestamp");
     lua_pop(L, 1);
     return 1;
 }

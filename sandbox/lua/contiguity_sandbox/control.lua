@@ -120,15 +120,21 @@ routes["/_sandbox/clock"] = {
   end,
 }
 
-routes["/_sandbox/faults"] = {
-  GET = function() return 200, '{"faults":' .. encode_list(faults.list()) .. "}" end,
-  POST = function()
+-- A POST route that hands the JSON body to fn(body) -> value | nil, why and
+-- answers the value, or 400 with the reason.
+local function apply(fn)
+  return function()
     local b, e = body()
     if not b then return err(400, e) end
-    local f, ferr = faults.add(b)
-    if not f then return err(400, ferr) end
-    return 200, encode(f)
-  end,
+    local v, why = fn(b)
+    if not v then return err(400, why) end
+    return 200, encode(v)
+  end
+end
+
+routes["/_sandbox/faults"] = {
+  GET = function() return 200, '{"faults":' .. encode_list(faults.list()) .. "}" end,
+  POST = apply(faults.add),
   DELETE = function()
     faults.clear()
     return 200, '{"ok":true}'
@@ -139,13 +145,7 @@ routes["/_sandbox/faults"] = {
 -- defaults) and the log of delivery attempts, oldest first.
 routes["/_sandbox/webhook"] = {
   GET = function() return 200, encode(webhook.config()) end,
-  POST = function()
-    local b, e = body()
-    if not b then return err(400, e) end
-    local cfg, cerr = webhook.configure(b)
-    if not cfg then return err(400, cerr) end
-    return 200, encode(cfg)
-  end,
+  POST = apply(webhook.configure),
 }
 
 routes["/_sandbox/webhooks"] = {
