@@ -149,7 +149,10 @@ routes["/_sandbox/webhook"] = {
 }
 
 routes["/_sandbox/webhooks"] = {
-  GET = function() return 200, '{"deliveries":' .. encode_list(webhook.deliveries()) .. "}" end,
+  GET = function()
+    return 200, '{"deliveries":' .. encode_list(webhook.deliveries()) .. ',"pending":'
+      .. webhook.pending() .. "}"
+  end,
 }
 
 routes["/_sandbox/requests"] = {

@@ -150,6 +150,15 @@ end
 
 local deliver
 
+-- Schedules attempt `attempt` of a job; "wh:pending" counts the attempts
+-- scheduled and not yet finished (GET /_sandbox/webhooks shows it), so a
+-- test can tell that no delivery is still to come.
+local function schedule(delay, job, attempt)
+  local ok, err = ngx.timer.at(delay, deliver, job, attempt)
+  if ok then dict:incr("wh:pending", 1, 0) end
+  return ok, err
+end
+
 -- Attempt `attempt` of an event; schedules the next one on failure.
 function deliver(premature, job, attempt)
   if premature or dict:get("wh:epoch") ~= job.epoch then return end
@@ -157,14 +166,19 @@ function deliver(premature, job, attempt)
   local t = format("%d", floor(store.now() / 1000)) -- the sandbox clock: signed now
   local signature = M.sign(job.secret, t, job.body)
   local status, err = post(job.url, job.body, signature)
-  if dict:get("wh:epoch") ~= job.epoch then return end
+  if dict:get("wh:epoch") ~= job.epoch then return end -- reset meanwhile: counter gone too
   log({ url = job.url, event_id = job.event_id, attempt = attempt, status = status, error = err,
         body = job.body, signature = signature, at = store.now() })
-  if status and status >= 200 and status < 300 then return end
-  if attempt < job.attempts then
-    local ok, terr = ngx.timer.at(cfg.backoff * 2 ^ (attempt - 1), deliver, job, attempt + 1)
+  if not (status and status >= 200 and status < 300) and attempt < job.attempts then
+    local ok, terr = schedule(cfg.backoff * 2 ^ (attempt - 1), job, attempt + 1)
     if not ok then ngx.log(ngx.ERR, "webhook retry not scheduled: ", terr) end
   end
+  dict:incr("wh:pending", -1, 0) -- after the next one is counted: never 0 in between
+end
+
+-- Delivery attempts scheduled and not finished yet.
+function M.pending()
+  return dict:get("wh:pending") or 0
 end
 
 -- Queue the otp.reverse.verified event of a session just verified.
@@ -179,7 +193,7 @@ function M.reverse_verified(rec)
   local cfg = M.config()
   local job = { url = rec.success_url, body = body, event_id = event_id, secret = cfg.secret,
                 attempts = cfg.attempts, epoch = epoch() }
-  local ok, err = ngx.timer.at(0, deliver, job, 1)
+  local ok, err = schedule(0, job, 1)
   if not ok then
     log({ url = job.url, event_id = event_id, attempt = 1, error = "not scheduled: " .. tostring(err),
           body = body, at = store.now() })
