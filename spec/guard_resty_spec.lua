@@ -5,7 +5,6 @@
 -- Lua; nginx loads build/jit/contiguity.so.
 local cjson = require("cjson")
 local sandbox = require("spec.helpers.sandbox")
-local shell = require("spec.helpers.shell")
 local nginx = require("spec.helpers.nginx")
 
 local NUMBER = "+15551234567"
@@ -13,31 +12,19 @@ local LIMIT = 3
 local SANDBOX_PORT = tonumber(sandbox.url():match(":(%d+)$"))
 local PORT = tonumber(os.getenv("CONTIGUITY_GUARD_RESTY_PORT") or "") or SANDBOX_PORT + 102
 local BASE = "http://127.0.0.1:" .. PORT
-local sh = shell.run
 
 -- Two workers sharing one lua_shared_dict. Each worker makes its client on
--- first use; the handler sleeps a little before the call so that requests
--- overlap in both workers. reuseport makes the kernel spread connections
--- over the workers.
+-- first use; the handler waits at a barrier until the whole batch has
+-- arrived, so that the calls overlap in both workers. reuseport makes the
+-- kernel spread connections over the workers.
 local server = nginx.new{ name = "guard-spec", port = PORT, workers = 2, http = ([[
     lua_shared_dict contiguity_guard 1m;
+    lua_shared_dict spec_barrier 100k;
 
     server {
         listen 127.0.0.1:PORT reuseport;
 
-        location = /_contiguity {
-            internal;
-            set $contiguity_path $contiguity_path;
-            set $contiguity_authorization $contiguity_authorization;
-            set $contiguity_user_agent $contiguity_user_agent;
-            proxy_pass http://127.0.0.1:SANDBOX$contiguity_path;
-            proxy_http_version 1.1;
-            proxy_pass_request_headers off;
-            proxy_set_header Authorization $contiguity_authorization;
-            proxy_set_header Content-Type application/json;
-            proxy_set_header Accept application/json;
-        }
-
+LOCATION
         location = /send {
             content_by_lua_block {
                 local cjson = require("cjson")
@@ -47,30 +34,30 @@ local server = nginx.new{ name = "guard-spec", port = PORT, workers = 2, http = 
                         sends_per_number = { LIMIT, 600 }, shared = "contiguity_guard" } })
                     package.loaded.guard_spec_client = c
                 end
-                ngx.sleep(0.05)
+                -- a barrier: no call goes out before all n requests of the
+                -- batch have arrived, so they overlap in both workers
+                local barrier, key = ngx.shared.spec_barrier, "arrived:" .. ngx.var.arg_to
+                local n = tonumber(ngx.var.arg_n)
+                barrier:incr(key, 1, 0)
+                local deadline = ngx.now() + 5
+                while barrier:get(key) < n and ngx.now() < deadline do ngx.sleep(0.001); ngx.update_time() end
                 local res, err = c.otp.new{ to = ngx.unescape_uri(ngx.var.arg_to), language = "en", name = "MyApp" }
                 ngx.say(cjson.encode{ worker = ngx.worker.id(), sent = res ~= nil,
                                       kind = err and err.kind, limit = err and err.limit })
             }
         }
     }
-]]):gsub("SANDBOX", tostring(SANDBOX_PORT)):gsub("TOKEN", sandbox.TOKEN):gsub("LIMIT", tostring(LIMIT)) }
+]]):gsub("LOCATION", function() return nginx.api_location("/_contiguity", "127.0.0.1:SANDBOX") end)
+  :gsub("SANDBOX", tostring(SANDBOX_PORT)):gsub("TOKEN", sandbox.TOKEN):gsub("LIMIT", tostring(LIMIT)) }
 
 -- n concurrent GET /send?to=number (curl --parallel, one connection each):
 -- the decoded answers.
 local function concurrent(n, number)
-  local list = os.tmpname()
-  local f = assert(io.open(list, "w"))
-  for i = 1, n do
-    f:write(('url = "%s/send?to=%s&i=%d"\n'):format(BASE, sandbox.escape(number), i))
-  end
-  f:close()
-  local ok, out = sh("curl -sS --parallel --parallel-immediate --parallel-max " .. n .. " -K " .. list)
-  os.remove(list)
-  assert(ok, out)
+  local urls = {}
+  for i = 1, n do urls[i] = ("%s/send?to=%s&n=%d&i=%d"):format(BASE, sandbox.escape(number), n, i) end
   local answers = {}
   -- (curl's --parallel progress meter comes on stderr even with -s)
-  for line in out:gmatch("{[^\n]*}") do answers[#answers + 1] = cjson.decode(line) end
+  for line in nginx.parallel(urls):gmatch("{[^\n]*}") do answers[#answers + 1] = cjson.decode(line) end
   assert.equals(n, #answers)
   return answers
 end

@@ -5,40 +5,12 @@ local cjson = require("cjson")
 local socket = require("socket")
 local http = require("spec.helpers.http")
 local sandbox = require("spec.helpers.sandbox")
-local shell = require("spec.helpers.shell")
 local nginx = require("spec.helpers.nginx")
 
 local NUMBER = "+15551234567"
 local SANDBOX_PORT = tonumber(sandbox.url():match(":(%d+)$"))
 local PORT = tonumber(os.getenv("CONTIGUITY_RESTY_PORT") or "") or SANDBOX_PORT + 100
 local BASE = "http://127.0.0.1:" .. PORT
-local sh = shell.run
-
--- The internal location as the README ("OpenResty / nginx") documents it, minus TLS (the
--- sandbox is plain http on loopback): path and headers come from the
--- subrequest's own variables (the capture's vars) and nothing of the
--- client's request is forwarded.
-local function api_location(name, upstream, read_timeout)
-  return ([[
-        location = NAME {
-            internal;
-            set $contiguity_path $contiguity_path;
-            set $contiguity_authorization $contiguity_authorization;
-            set $contiguity_user_agent $contiguity_user_agent;
-            proxy_pass http://UPSTREAM$contiguity_path;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_pass_request_headers off;
-            proxy_set_header Authorization $contiguity_authorization;
-            proxy_set_header User-Agent $contiguity_user_agent;
-            proxy_set_header Content-Type application/json;
-            proxy_set_header Accept application/json;
-            proxy_connect_timeout 2s;
-            proxy_send_timeout 5s;
-            proxy_read_timeout READ;
-        }
-]]):gsub("NAME", name):gsub("UPSTREAM", upstream):gsub("READ", read_timeout)
-end
 
 -- One worker, the internal locations and the spec's handlers (spec/helpers/resty_app.lua).
 local server = nginx.new{ name = "resty-spec", port = PORT, http = ([[
@@ -69,10 +41,10 @@ LOCATIONS
         location /otp/ { content_by_lua_block { require("spec.helpers.resty_app").echo() } }
     }
 ]]):gsub("LOCATIONS", function()
-    return api_location("/_contiguity", "contiguity_api", "10s")
-      .. api_location("/_contiguity_short", "contiguity_api", "200ms")
-      .. api_location("/_contiguity_echo", "contiguity_echo", "5s")
-      .. api_location("/_contiguity_closed", "contiguity_closed", "5s")
+    return nginx.api_location("/_contiguity", "contiguity_api", "10s")
+      .. nginx.api_location("/_contiguity_short", "contiguity_api", "200ms")
+      .. nginx.api_location("/_contiguity_echo", "contiguity_echo", "5s")
+      .. nginx.api_location("/_contiguity_closed", "contiguity_closed", "5s")
   end):gsub("SANDBOX_URL", sandbox.url()):gsub("SANDBOX", tostring(SANDBOX_PORT)):gsub("TOKEN", sandbox.TOKEN) }
 
 -- One call through the nginx handler: returns res, err (plain tables).
@@ -87,20 +59,12 @@ end
 
 -- Wall time of n concurrent POSTs to one handler (curl --parallel).
 local function concurrent(n, name, arg, client)
-  local list = os.tmpname()
-  local f = assert(io.open(list, "w"))
-  local url = BASE .. "/t/" .. name .. "?client=" .. client
-  for i = 1, n do
-    f:write(('url = "%s"\noutput = "/dev/null"\n'):format(url .. "&i=" .. i))
-  end
-  f:close()
+  local urls = {}
+  for i = 1, n do urls[i] = BASE .. "/t/" .. name .. "?client=" .. client .. "&i=" .. i end
   local t0 = socket.gettime()
-  local ok, out = sh("curl -sS --parallel --parallel-immediate --parallel-max " .. n
-    .. " -X POST -H 'Content-Type: application/json' -d '" .. cjson.encode(arg)
-    .. "' -w '%{http_code}\\n' -K " .. list)
+  local out = nginx.parallel(urls, "-X POST -H 'Content-Type: application/json' -d '"
+    .. cjson.encode(arg) .. "' -w '%{http_code}\\n'", true)
   local elapsed = socket.gettime() - t0
-  os.remove(list)
-  assert(ok, out)
   local codes = 0
   for code in out:gmatch("(%d%d%d)\n") do
     assert.equals("200", code)

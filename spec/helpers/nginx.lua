@@ -89,4 +89,49 @@ HTTP
   return self
 end
 
+-- The internal location as the README ("OpenResty / nginx") documents it,
+-- minus TLS (the sandbox is plain http on loopback): path and headers come
+-- from the subrequest's own variables (the capture's vars) and nothing of
+-- the client's request is forwarded. upstream: an upstream block's name or
+-- host:port.
+function M.api_location(name, upstream, read_timeout)
+  return (([[
+        location = NAME {
+            internal;
+            set $contiguity_path $contiguity_path;
+            set $contiguity_authorization $contiguity_authorization;
+            set $contiguity_user_agent $contiguity_user_agent;
+            proxy_pass http://UPSTREAM$contiguity_path;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_pass_request_headers off;
+            proxy_set_header Authorization $contiguity_authorization;
+            proxy_set_header User-Agent $contiguity_user_agent;
+            proxy_set_header Content-Type application/json;
+            proxy_set_header Accept application/json;
+            proxy_connect_timeout 2s;
+            proxy_send_timeout 5s;
+            proxy_read_timeout READ;
+        }
+]]):gsub("NAME", name):gsub("UPSTREAM", upstream):gsub("READ", read_timeout or "10s"))
+end
+
+-- Requests to every URL of `urls` at once (curl --parallel, one connection
+-- each; `args` are more curl options, already quoted; `discard`: bodies go
+-- to /dev/null). Returns curl's stdout; raises when curl fails.
+function M.parallel(urls, args, discard)
+  local list = os.tmpname()
+  local f = assert(io.open(list, "w"))
+  for _, url in ipairs(urls) do
+    f:write(('url = "%s"\n'):format(url))
+    if discard then f:write('output = "/dev/null"\n') end
+  end
+  f:close()
+  local ok, out = shell.run("curl -sS --parallel --parallel-immediate --parallel-max " .. #urls
+    .. " " .. (args or "") .. " -K " .. list)
+  os.remove(list)
+  assert(ok, out)
+  return out
+end
+
 return M
