@@ -56,17 +56,17 @@ describe("contiguity module", function()
 
     it("raises on unknown options and bad option values", function()
       assert.has_error(function() client{ timout = 3 } end, "contiguity.new: unknown option 'timout'")
-      assert.has_error(function() client{ timeout = -1 } end)
-      assert.has_error(function() client{ timeout = "3" } end)
-      assert.has_error(function() client{ user_agent = "a\nb" } end)
-      assert.has_error(function() client{ debug = "yes" } end)
-      assert.has_error(function() client{ base_url = "ftp://x" } end)
-      assert.has_error(function() contiguity.new(TOKEN, 5) end)
+      assert.error_matches(function() client{ timeout = -1 } end, "option 'timeout' must be a number", 1, true)
+      assert.error_matches(function() client{ timeout = "3" } end, "option 'timeout' must be a number", 1, true)
+      assert.error_matches(function() client{ user_agent = "a\nb" } end, "option 'user_agent' must not contain CR, LF or NUL", 1, true)
+      assert.error_matches(function() client{ debug = "yes" } end, "option 'debug' must be a boolean or a function", 1, true)
+      assert.error_matches(function() client{ base_url = "ftp://x" } end, "base_url must be an http(s) URL", 1, true)
+      assert.error_matches(function() contiguity.new(TOKEN, 5) end, "options must be a table", 1, true)
     end)
 
     it("accepts plain http only for loopback hosts", function()
-      assert.has_error(function() contiguity.new(TOKEN, { base_url = "http://example.com" }) end)
-      assert.has_error(function() contiguity.new(TOKEN, { base_url = "http://127.0.0.1@evil.com" }) end)
+      assert.error_matches(function() contiguity.new(TOKEN, { base_url = "http://example.com" }) end, "plain http:// is allowed only for loopback", 1, true)
+      assert.error_matches(function() contiguity.new(TOKEN, { base_url = "http://127.0.0.1@evil.com" }) end, "plain http:// is allowed only for loopback", 1, true)
       for _, u in ipairs{ "http://127.0.0.1:1", "http://localhost:1", "http://[::1]:1", "https://example.com" } do
         contiguity.new(TOKEN, { base_url = u }):close()
       end
@@ -155,9 +155,17 @@ describe("contiguity module", function()
     end)
 
     it("passes unknown fields through unchanged", function()
-      local c = client()
+      -- the request builder is every transport's: a transport that records
+      -- the body and sends it over real HTTP shows what goes on the wire
+      local http = require("spec.helpers.http")
+      local sent
+      local c = client{ transport = function(req)
+        sent = req.body
+        return http.request(req.method, req.url, { headers = req.headers, body = req.body })
+      end }
       local res = c.otp.new{ to = NUMBER, language = "en", name = "X", future_field = { a = 1 } }
       assert.matches("^otp_", res.otp_id)
+      assert.same({ a = 1 }, require("cjson").decode(sent).future_field)
     end)
 
     it("percent-encodes ids in paths so they cannot reach another endpoint", function()
@@ -271,10 +279,10 @@ describe("contiguity module", function()
 
     it("raises for misuse: params not a table, otp_id not a string", function()
       local c = client()
-      assert.has_error(function() c.otp.new("+15551234567") end)
-      assert.has_error(function() c.otp.verify() end)
-      assert.has_error(function() c.otp.reverse.verify(42) end)
-      assert.has_error(function() c.otp.reverse.cancel({ otp_id = "x" }) end)
+      assert.error_matches(function() c.otp.new("+15551234567") end, "otp.new: params must be a table, got string", 1, true)
+      assert.error_matches(function() c.otp.verify() end, "otp.verify: params must be a table", 1, true)
+      assert.error_matches(function() c.otp.reverse.verify(42) end, "otp.reverse.verify: otp_id must be a string, got number", 1, true)
+      assert.error_matches(function() c.otp.reverse.cancel({ otp_id = "x" }) end, "otp.reverse.cancel: otp_id must be a string, got table", 1, true)
     end)
 
     it("refuses params cjson cannot encode as invalid", function()

@@ -106,7 +106,7 @@ describe("fault matrix", function()
     assert.equals(2, count("GET", path))
   end)
 
-  it("503 on reverse.cancel is retried (idempotent); 504 on otp.verify is not", function()
+  it("504 on reverse.cancel is retried (idempotent); 504 on otp.verify is not", function()
     local c = client()
     local s = keep(c.otp.reverse.initiate{ number = NUMBER })
     sandbox.fault{ path = "/otp/reverse/cancel/" .. s.otp_id, action = "status", status = 504 }
@@ -273,13 +273,13 @@ describe("fault matrix", function()
   end)
 
   it("refuses plain http to a non-loopback host", function()
-    assert.has_error(function() contiguity.new(SECRET, { base_url = "http://10.0.0.1" }) end)
+    assert.error_matches(function() contiguity.new(SECRET, { base_url = "http://10.0.0.1" }) end, "plain http:// is allowed only for loopback", 1, true)
   end)
 
   it("refuses CR, LF or NUL in the token and the user agent", function()
-    assert.has_error(function() contiguity.new("contiguity_sk_a\r\nb", { base_url = sandbox.url() }) end)
-    assert.has_error(function() contiguity.new("contiguity_sk_a\0b", { base_url = sandbox.url() }) end)
-    assert.has_error(function() client{ user_agent = "x\0y" } end)
+    assert.error_matches(function() contiguity.new("contiguity_sk_a\r\nb", { base_url = sandbox.url() }) end, "token must start with contiguity_sk_ and contain no spaces or control characters", 1, true)
+    assert.error_matches(function() contiguity.new("contiguity_sk_a\0b", { base_url = sandbox.url() }) end, "token must start with contiguity_sk_ and contain no spaces or control characters", 1, true)
+    assert.error_matches(function() client{ user_agent = "x\0y" } end, "option 'user_agent' must not contain CR, LF or NUL", 1, true)
   end)
 
   it("kept no secret in any debug line or error above", function()

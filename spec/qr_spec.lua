@@ -141,6 +141,9 @@ describe("contiguity.qr", function()
     it("encodes text with NUL bytes", function()
       local m = assert(contiguity.qr("a\0b", { format = "matrix" }))
       assert.are.equal(21, #m)
+      -- all three bytes: neither the text cut at the NUL nor with it dropped
+      assert.are_not.same(assert(contiguity.qr("a", { format = "matrix" })), m)
+      assert.are_not.same(assert(contiguity.qr("ab", { format = "matrix" })), m)
     end)
   end)
 
@@ -218,21 +221,30 @@ describe("contiguity.qr", function()
     end)
 
     it("raises for misuse", function()
-      assert.has_error(function() contiguity.qr(42) end)
-      assert.has_error(function() contiguity.qr() end)
-      assert.has_error(function() contiguity.qr(SHORT, "svg") end)
-      assert.has_error(function() contiguity.qr(SHORT, { format = 1 }) end)
-      assert.has_error(function() contiguity.qr(SHORT, { size = "big" }) end)
-      assert.has_error(function() contiguity.qr(SHORT, { invert = 1 }) end)
-      assert.has_error(function() contiguity.qr(SHORT, { formt = "svg" }) end)
+      assert.error_matches(function() contiguity.qr(42) end, "string expected, got number", 1, true)
+      assert.error_matches(function() contiguity.qr() end, "string expected, got no value", 1, true)
+      assert.error_matches(function() contiguity.qr(SHORT, "svg") end, "options must be a table", 1, true)
+      assert.error_matches(function() contiguity.qr(SHORT, { format = 1 }) end, "option 'format' must be a string", 1, true)
+      assert.error_matches(function() contiguity.qr(SHORT, { size = "big" }) end, "option 'size' must be a number", 1, true)
+      assert.error_matches(function() contiguity.qr(SHORT, { invert = 1 }) end, "option 'invert' must be a boolean", 1, true)
+      assert.error_matches(function() contiguity.qr(SHORT, { formt = "svg" }) end, "unknown option 'formt'", 1, true)
     end)
 
     it("keeps working after many calls and errors (nothing leaks into the Lua state)", function()
-      for i = 1, 200 do
+      local function round(i)
         assert.is_string(contiguity.qr(SHORT .. i, { format = i % 2 == 0 and "svg" or "terminal" }))
-        pcall(contiguity.qr, SHORT, { nope = true })
-        contiguity.qr(string.rep("y", 3000), { level = "H" })
+        assert.is_false((pcall(contiguity.qr, SHORT, { nope = true })))
+        local res, err = contiguity.qr(string.rep("y", 3000), { level = "H" })
+        assert.is_nil(res) -- too long at level H: nil, err
+        assert.equals("invalid", err.kind)
       end
+      for i = 1, 50 do round(i) end
+      collectgarbage(); collectgarbage()
+      local before = collectgarbage("count")
+      for i = 51, 250 do round(i) end
+      collectgarbage(); collectgarbage()
+      assert.is_true(collectgarbage("count") - before < 64, "Lua heap grew by "
+        .. (collectgarbage("count") - before) .. " KiB over 200 rounds")
     end)
   end)
 end)

@@ -260,8 +260,8 @@ describe("contiguity.webhook.parse", function()
   end)
 
   it("raises for a body that is not a string", function()
-    assert.has_error(function() webhook.parse(nil) end)
-    assert.has_error(function() webhook.parse({}) end)
+    assert.error_matches(function() webhook.parse(nil) end, "raw body must be a string", 1, true)
+    assert.error_matches(function() webhook.parse({}) end, "raw body must be a string", 1, true)
   end)
 end)
 
@@ -300,8 +300,8 @@ describe("contiguity.webhook.construct", function()
   end)
 
   it("raises for misuse like verify", function()
-    assert.has_error(function() webhook.construct(BODY, "t=1", 5) end)
-    assert.has_error(function() webhook.construct(false, "t=1", SECRET) end)
+    assert.error_matches(function() webhook.construct(BODY, "t=1", 5) end, "webhook secret must be a string or a list of strings", 1, true)
+    assert.error_matches(function() webhook.construct(false, "t=1", SECRET) end, "raw body must be a string", 1, true)
   end)
 end)
 
