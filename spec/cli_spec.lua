@@ -1,13 +1,12 @@
 -- cli_spec.lua: bin/contiguity-otp run for real against the sandbox; interactive runs through tmux.
 local cjson = require "cjson"
 local sandbox = require "spec.helpers.sandbox"
+local shell = require "spec.helpers.shell"
 
 local LUA = os.getenv("CONTIGUITY_SPEC_LUA") or "lua5.4"
 local NUMBER = "+15551234567"
 
-local function q(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
+local q = shell.quote
 
 local function read_file(name)
   local f = io.open(name, "rb")
@@ -17,11 +16,7 @@ local function read_file(name)
   return s
 end
 
-local function write_file(name, data)
-  local f = assert(io.open(name, "wb"))
-  f:write(data)
-  f:close()
-end
+local write_file = shell.write_file
 
 -- The environment the command runs with: the sandbox and its test token
 -- (LUA_CPATH/LUA_PATH come from spec/run), then `extra` VAR=value words,
@@ -89,8 +84,8 @@ local function terminal(args)
   local function tmux(rest)
     return "tmux -S " .. q(t.socket) .. " " .. rest
   end
-  local shell = env() .. command(args) .. '; echo "EXIT=$?"; sleep 600'
-  local started = os.execute(tmux("new-session -d -x 120 -y 40 -s cli " .. q(shell)))
+  local script = env() .. command(args) .. '; echo "EXIT=$?"; sleep 600'
+  local started = os.execute(tmux("new-session -d -x 120 -y 40 -s cli " .. q(script)))
   assert(started == true or started == 0, "tmux did not start")
   function t.screen()
     local p = assert(io.popen(tmux("capture-pane -p -J -S -200 -t cli 2>/dev/null")))

@@ -16,11 +16,7 @@ local function tmp(suffix)
   return name .. suffix
 end
 
-local function write(name, data)
-  local f = assert(io.open(name, "wb"))
-  f:write(data)
-  f:close()
-end
+local write = require("spec.helpers.shell").write_file
 
 local function run(cmd)
   local p = assert(io.popen(cmd))

@@ -17,9 +17,7 @@ local BODY = '{"id":"evt_dgUIkRo18","type":"otp.reverse.verified","timestamp":17
 -- the module under test. The message goes through a file (any bytes).
 local function openssl_hmac(key, msg)
   local name = os.tmpname()
-  local f = assert(io.open(name, "wb"))
-  f:write(msg)
-  f:close()
+  require("spec.helpers.shell").write_file(name, msg)
   assert(not key:find("'", 1, true), "test keys never hold a quote")
   local p = assert(io.popen("openssl dgst -sha256 -hmac '" .. key .. "' '" .. name .. "' 2>&1"))
   local out = p:read("*a")

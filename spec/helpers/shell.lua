@@ -17,6 +17,13 @@ function M.quote(s)
   return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
 end
 
+-- Writes data (any bytes) to the file name.
+function M.write_file(name, data)
+  local f = assert(io.open(name, "wb"))
+  f:write(data)
+  f:close()
+end
+
 -- The repository root (the specs run from it).
 M.REPO = (function()
   local p = io.popen("pwd")
