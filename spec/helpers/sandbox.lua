@@ -87,29 +87,25 @@ function M.outbox(to)
   return ok("GET", "/_sandbox/outbox" .. (to and ("?to=" .. escape(to)) or "")).messages
 end
 
+-- GET a control record: the decoded JSON, or nil on 404.
+local function record(path)
+  local status, d = control("GET", path)
+  if status == 404 then return nil end
+  assert(status == 200, path .. " -> " .. tostring(status))
+  return d
+end
+
 -- code, otp_id of the last OTP sent to `to`; nil when none.
 function M.last_code(to)
-  local status, d = control("GET", "/_sandbox/last_code?to=" .. escape(to))
-  if status == 404 then return nil end
-  assert(status == 200, "last_code -> " .. tostring(status))
-  return d.code, d.otp_id
+  local d = record("/_sandbox/last_code?to=" .. escape(to))
+  if d then return d.code, d.otp_id end
 end
 
 -- The sandbox record of an OTP ({otp_id,to,code,sends,verified,expires_at,...}); nil when unknown.
-function M.otp(id)
-  local status, d = control("GET", "/_sandbox/otp/" .. escape(id))
-  if status == 404 then return nil end
-  assert(status == 200, "otp -> " .. tostring(status))
-  return d
-end
+function M.otp(id) return record("/_sandbox/otp/" .. escape(id)) end
 
 -- The sandbox record of a reverse session (includes status); nil when unknown.
-function M.reverse(id)
-  local status, d = control("GET", "/_sandbox/reverse/" .. escape(id))
-  if status == 404 then return nil end
-  assert(status == 200, "reverse -> " .. tostring(status))
-  return d
-end
+function M.reverse(id) return record("/_sandbox/reverse/" .. escape(id)) end
 
 -- Simulate the user texting `body` from `from` to `to`: {matched=, otp_id=}.
 function M.inbound(from, to, body)
