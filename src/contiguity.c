@@ -194,34 +194,24 @@ static int cg_start(lua_State *L, cg_client *c, const ops_op *op, int path_idx, 
 }
 
 /* The done queue: finished transfers waiting for their callback, in the
- * order libcurl reported them; integer keys from done.h to done.t. */
-static void cg_queue_push(lua_State *L, int q)
+ * order libcurl reported them, at integer keys c->qhead..c->qtail of the
+ * table at q. The keys start again from 1 whenever the queue empties, so
+ * they stay small however many calls a client makes. */
+static void cg_queue_push(lua_State *L, cg_client *c, int q)
 {
-    lua_Integer t;
-    lua_getfield(L, q, "t");
-    t = lua_tointeger(L, -1) + 1;
-    lua_pop(L, 1);
-    lua_rawseti(L, q, (int)t);
-    lua_pushinteger(L, t);
-    lua_setfield(L, q, "t");
+    lua_rawseti(L, q, ++c->qtail);
 }
 
 /* Pushes the oldest queued transfer and takes it off, or returns 0. */
-static int cg_queue_pop(lua_State *L, int q)
+static int cg_queue_pop(lua_State *L, cg_client *c, int q)
 {
-    lua_Integer h;
-    lua_getfield(L, q, "h");
-    h = lua_tointeger(L, -1);
-    lua_pop(L, 1);
-    lua_rawgeti(L, q, (int)h);
-    if (lua_isnil(L, -1)) {
-        lua_pop(L, 1);
+    if (c->qhead > c->qtail)
         return 0;
-    }
+    lua_rawgeti(L, q, c->qhead);
     lua_pushnil(L);
-    lua_rawseti(L, q, (int)h);
-    lua_pushinteger(L, h + 1);
-    lua_setfield(L, q, "h");
+    lua_rawseti(L, q, c->qhead++);
+    if (c->qhead > c->qtail)
+        c->qhead = 1, c->qtail = 0;
     return 1;
 }
 
@@ -254,7 +244,7 @@ static void cg_collect(lua_State *L, cg_client *c, int uv)
         }
         lua_pushlightuserdata(L, t);
         lua_rawget(L, q - 1);
-        cg_queue_push(L, q);
+        cg_queue_push(L, c, q);
         lua_pushlightuserdata(L, t);
         lua_pushnil(L);
         lua_rawset(L, q - 1);
@@ -271,7 +261,7 @@ static int cg_deliver(lua_State *L, cg_client *c, int client, int uv)
     int ran = 0, q;
     lua_getfield(L, uv, "done");
     q = lua_gettop(L);
-    while (cg_queue_pop(L, q)) {
+    while (cg_queue_pop(L, c, q)) {
         cg_transfer *t = (cg_transfer *)lua_touserdata(L, -1);
         int n;
         c->pending--;
@@ -323,7 +313,7 @@ static double cg_resume_due(lua_State *L, cg_client *c, int uv)
                 if (!curlt_transfer_retry(c, t)) { /* cannot re-add: report the last outcome */
                     lua_getfield(L, uv, "done");
                     lua_pushvalue(L, -2);
-                    cg_queue_push(L, lua_gettop(L) - 1);
+                    cg_queue_push(L, c, lua_gettop(L) - 1);
                     lua_pop(L, 1);
                     lua_pushvalue(L, -2);
                     lua_pushnil(L);
@@ -723,7 +713,7 @@ static void cg_release(lua_State *L, cg_client *c, int idx, int deliver)
             cg_transfer *t = (cg_transfer *)lua_touserdata(L, -1);
             curl_multi_remove_handle(c->multi, t->easy);
             curlt_transfer_release(t);
-            cg_queue_push(L, lua_gettop(L) - 2);
+            cg_queue_push(L, c, lua_gettop(L) - 2);
         }
         c->waiting = 0;
         lua_pop(L, 2);
@@ -1034,12 +1024,9 @@ static int cg_new(lua_State *L)
     lua_newtable(L);
     lua_setfield(L, uv, "pending");
     cg_new_guard(L, c, opts, uv);
-    lua_createtable(L, 0, 2);
-    lua_pushinteger(L, 1);
-    lua_setfield(L, -2, "h");
-    lua_pushinteger(L, 0);
-    lua_setfield(L, -2, "t");
+    lua_newtable(L);
     lua_setfield(L, uv, "done");
+    c->qhead = 1; /* empty: qhead > qtail */
     {
         const char *lua_name = COMPAT_LUA_NAME;
         const char *sp = strchr(lua_name, ' ');

@@ -88,6 +88,7 @@ typedef struct cg_client {
     int nsocks, capsocks;
     CURL **idle;                 /* easy handles of finished async calls, for the next ones */
     int nidle, capidle;
+    int qhead, qtail; /* the done queue's keys in the user value's `done` table */
     int pending; /* async calls whose callback has not run */
     int waiting; /* of those, backing off before their next attempt */
     char errbuf[CURL_ERROR_SIZE];
