@@ -61,6 +61,8 @@ describe("contiguity module", function()
       assert.error_matches(function() client{ user_agent = "a\nb" } end, "option 'user_agent' must not contain CR, LF or NUL", 1, true)
       assert.error_matches(function() client{ debug = "yes" } end, "option 'debug' must be a boolean or a function", 1, true)
       assert.error_matches(function() client{ base_url = "ftp://x" } end, "base_url must be an http(s) URL", 1, true)
+      assert.error_matches(function() client{ base_url = "https:///no-host" } end, "base_url must be an http(s) URL", 1, true)
+      assert.error_matches(function() client{ base_url = "https://a\tb" } end, "base_url must be an http(s) URL", 1, true)
       assert.error_matches(function() contiguity.new(TOKEN, 5) end, "options must be a table", 1, true)
     end)
 

@@ -958,9 +958,7 @@ static int cg_new(lua_State *L)
     lua_pushlstring(L, base, blen);
     lua_remove(L, -2);
     base = lua_tostring(L, -1);
-    if (!cg_is_header_safe(base, blen) || strchr(base, ' ') != NULL ||
-        !((blen > 8 && strncmp(base, "https://", 8) == 0) ||
-          (blen > 7 && strncmp(base, "http://", 7) == 0)))
+    if (!ops_is_url(base, blen)) /* the check success_url gets too */
         luaL_error(L, "contiguity.new: base_url must be an http(s) URL");
     if (strncmp(base, "http://", 7) == 0 && !cg_is_loopback_http(base))
         luaL_error(L, "contiguity.new: plain http:// is allowed only for loopback hosts "
