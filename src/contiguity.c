@@ -167,7 +167,6 @@ static int cg_start(lua_State *L, cg_client *c, const ops_op *op, int path_idx, 
     t->body.limit = c->max_response;
     t->attempt = 1;
     t->deadline_at = curlt_now() + c->deadline;
-    curlt_meta_reset(&t->meta);
     compat_getuservalue(L, UP_CLIENT);
     if ((t->easy = curlt_idle_take(c, t)) == NULL) {
         t->easy = curl_easy_init();
@@ -180,7 +179,7 @@ static int cg_start(lua_State *L, cg_client *c, const ops_op *op, int path_idx, 
         lua_pop(L, 2);
     }
     curl_easy_setopt(t->easy, CURLOPT_PRIVATE, (void *)t);
-    curl_easy_setopt(t->easy, CURLOPT_TIMEOUT_MS, curlt_attempt_ms(c, t->deadline_at));
+    curlt_attempt_start(c, t->easy, &t->body, &t->meta, t->errbuf, t->deadline_at);
     curlt_set_request(t->easy, op, url, body, body_len, 1);
     if (curl_multi_add_handle(c->multi, t->easy) != CURLM_OK)
         return resp_error(L, op->name, "network", "cannot add the transfer to libcurl multi");

@@ -325,6 +325,17 @@ static long curlt_attempt_ms(const cg_client *c, double deadline_at)
     return left < (double)c->timeout_ms ? (long)left : c->timeout_ms;
 }
 
+/* Readies a handle for its next attempt, blocking or async: empty buffers
+ * and a timeout that ends by the call's deadline. */
+static void curlt_attempt_start(const cg_client *c, CURL *e, cg_buf *body, cg_resp_meta *meta,
+                                char *errbuf, double deadline_at)
+{
+    curlt_buf_reset(body);
+    curlt_meta_reset(meta);
+    errbuf[0] = '\0';
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, curlt_attempt_ms(c, deadline_at));
+}
+
 /* The blocking transport: one reused easy handle, so consecutive calls
  * share one keep-alive connection; failed attempts are made again when
  * that is safe (curlt_retry_delay), never past the call's deadline.
@@ -338,10 +349,7 @@ static int curlt_perform(lua_State *L, cg_client *c, const ops_op *op, int url_i
     CURLcode rc;
     curlt_set_request(c->easy, op, lua_tostring(L, url_idx), body, body_len, 0);
     for (;;) {
-        curlt_buf_reset(&c->body);
-        curlt_meta_reset(&c->meta);
-        c->errbuf[0] = '\0';
-        curl_easy_setopt(c->easy, CURLOPT_TIMEOUT_MS, curlt_attempt_ms(c, deadline_at));
+        curlt_attempt_start(c, c->easy, &c->body, &c->meta, c->errbuf, deadline_at);
         rc = curl_easy_perform(c->easy);
         if (++attempt > c->max_retries)
             break;
@@ -458,12 +466,9 @@ typedef struct cg_transfer {
  * ends by the call's deadline, and back into the multi handle. */
 static int curlt_transfer_retry(cg_client *c, cg_transfer *t)
 {
-    curlt_buf_reset(&t->body);
-    curlt_meta_reset(&t->meta);
-    t->errbuf[0] = '\0';
+    curlt_attempt_start(c, t->easy, &t->body, &t->meta, t->errbuf, t->deadline_at);
     t->attempt++;
     t->waiting = 0;
-    curl_easy_setopt(t->easy, CURLOPT_TIMEOUT_MS, curlt_attempt_ms(c, t->deadline_at));
     return curl_multi_add_handle(c->multi, t->easy) == CURLM_OK;
 }
 
