@@ -153,18 +153,20 @@ static int cg_start(lua_State *L, cg_client *c, const ops_op *op, int path_idx, 
     t = (cg_transfer *)compat_newuserdata(L, sizeof(*t));
     memset(t, 0, sizeof(*t));
     compat_setmetatable(L, CG_TRANSFER_MT);
-    lua_createtable(L, 3, 0);
+    lua_createtable(L, 4, 0);
     lua_pushvalue(L, cb_idx);
     lua_rawseti(L, -2, 1);
     lua_pushvalue(L, path_idx);
     lua_rawseti(L, -2, 2);
+    lua_pushvalue(L, path_idx + 1); /* the body: curlt_on_read reads it in place */
+    lua_rawseti(L, -2, 4);
     if (arg_idx != 0) {
         lua_pushvalue(L, arg_idx);
         lua_rawseti(L, -2, 3);
     }
     compat_setuservalue(L, -2);
     t->op = op;
-    t->body.limit = c->max_response;
+    t->io.body.limit = c->max_response;
     t->attempt = 1;
     t->deadline_at = curlt_now() + c->deadline;
     compat_getuservalue(L, UP_CLIENT);
@@ -173,14 +175,13 @@ static int cg_start(lua_State *L, cg_client *c, const ops_op *op, int path_idx, 
         lua_getfield(L, -1, "cainfo");
         lua_getfield(L, -2, "capath");
         if (t->easy == NULL ||
-            !curlt_setup(c, t->easy, &t->body, &t->meta, t->errbuf, lua_tostring(L, -2),
-                         lua_tostring(L, -1)))
+            !curlt_setup(c, t->easy, &t->io, lua_tostring(L, -2), lua_tostring(L, -1)))
             return resp_error(L, op->name, "network", "cannot set up a libcurl handle");
         lua_pop(L, 2);
     }
     curl_easy_setopt(t->easy, CURLOPT_PRIVATE, (void *)t);
-    curlt_attempt_start(c, t->easy, &t->body, &t->meta, t->errbuf, t->deadline_at);
-    curlt_set_request(t->easy, op, url, body, body_len, 1);
+    curlt_attempt_start(c, t->easy, &t->io, t->deadline_at);
+    curlt_set_request(t->easy, op, url, body, body_len, 1, &t->io.upload);
     if (curl_multi_add_handle(c->multi, t->easy) != CURLM_OK)
         return resp_error(L, op->name, "network", "cannot add the transfer to libcurl multi");
     lua_getfield(L, -1, "pending");
@@ -232,7 +233,7 @@ static void cg_collect(lua_State *L, cg_client *c, int uv)
         curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&t);
         t->rc = msg->data.result;
         if (t->attempt <= c->max_retries) {
-            double delay = curlt_retry_delay(c, t->op, e, t->rc, &t->body, &t->meta, t->attempt);
+            double delay = curlt_retry_delay(c, t->op, e, t->rc, &t->io, t->attempt);
             if (delay >= 0 && curlt_now() + delay < t->deadline_at) {
                 curl_multi_remove_handle(c->multi, e);
                 t->retry_at = curlt_now() + delay;
@@ -270,7 +271,7 @@ static int cg_deliver(lua_State *L, cg_client *c, int client, int uv)
         if (t->easy == NULL) { /* cancelled by close */
             n = resp_error(L, t->op->name, "network", "cancelled");
         } else {
-            n = curlt_finish(L, t->op, t->easy, t->rc, t->errbuf, &t->body, &t->meta);
+            n = curlt_finish(L, t->op, t->easy, t->rc, &t->io);
             curlt_set_attempts(L, n, t->attempt);
             if (c->debug) {
                 double total = -1;
@@ -728,7 +729,7 @@ static void cg_release(lua_State *L, cg_client *c, int idx, int deliver)
     }
     curl_slist_free_all(c->headers);
     c->headers = NULL;
-    curlt_buf_free(&c->body);
+    curlt_buf_free(&c->io.body);
     if (had_multi) {
         if (deliver) {
             /* every cancelled call's callback runs exactly once; a raising
@@ -994,7 +995,7 @@ static int cg_new(lua_State *L)
     c->timeout_ms = (long)(timeout * 1000.0 + 0.5);
     c->connect_timeout_ms = (long)(connect_timeout * 1000.0 + 0.5);
     c->max_response = (size_t)max_response;
-    c->body.limit = c->max_response;
+    c->io.body.limit = c->max_response;
     c->max_connections = (long)max_connections;
     c->max_retries = (int)max_retries;
     c->deadline = deadline;
@@ -1081,8 +1082,7 @@ static int cg_new(lua_State *L)
         lua_getfield(L, uv, "cainfo");
         lua_getfield(L, uv, "capath");
         if (c->easy == NULL ||
-            !curlt_setup(c, c->easy, &c->body, &c->meta, c->errbuf, lua_tostring(L, -2),
-                         lua_tostring(L, -1)))
+            !curlt_setup(c, c->easy, &c->io, lua_tostring(L, -2), lua_tostring(L, -1)))
             luaL_error(L, "contiguity.new: cannot set up a libcurl handle");
         lua_pop(L, 2);
     }

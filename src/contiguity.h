@@ -35,6 +35,14 @@ typedef struct cg_buf {
     int overflow, oom;
 } cg_buf;
 
+/* A request body handed to libcurl by curlt_on_read: once per attempt,
+ * never rewound. `data` points into a Lua string the call keeps alive. */
+typedef struct cg_upload {
+    const char *data;
+    size_t len, pos;
+    int given; /* some of the body went to libcurl in this attempt */
+} cg_upload;
+
 /* What a response's headers tell us beyond the body. */
 typedef struct cg_resp_meta {
     char location[512];
@@ -45,11 +53,13 @@ typedef struct cg_resp_meta {
 
 /* OPF_IDEMPOTENT: making the call twice is harmless, so it may be retried
  * after the request reached the API (502/503/504, read timeout).
- * OPF_SENDS_SMS: the call sends a message that costs money and reaches a
- * person; it goes on a fresh connection so that libcurl's own silent retry
- * on a reused connection can never send it twice. */
+ * OPF_NEVER_RESEND: libcurl must never send the request a second time on
+ * its own (its silent retry when a reused connection dies): the body goes
+ * through a read callback that hands it out once per attempt and refuses
+ * to rewind (curlt_on_read, curlt_on_seek). Every op that is not
+ * idempotent has it. */
 #define OPF_IDEMPOTENT 1
-#define OPF_SENDS_SMS 2
+#define OPF_NEVER_RESEND 2
 
 /* One operation of the API: a row of the static table in ops.c. */
 typedef struct ops_field {
@@ -64,16 +74,24 @@ typedef struct ops_op {
     const char *path;   /* under base_url */
     int by_id;          /* the argument is an otp_id string appended to path;
                            else a params table sent as the JSON body */
-    int flags;          /* OPF_* below */
+    int flags;          /* OPF_* above */
     ops_field fields[7];
 } ops_op;
+
+/* What one transfer reads and writes while libcurl runs it: the blocking
+ * call's (in the client) or an async call's (in its Transfer userdata). */
+typedef struct cg_io {
+    cg_buf body;         /* the response body */
+    cg_resp_meta meta;   /* what the response headers said */
+    cg_upload upload;    /* the request body of a NEVER_RESEND op */
+    char errbuf[CURL_ERROR_SIZE];
+} cg_io;
 
 typedef struct cg_client {
     CURL *easy;                  /* blocking transfers; NULL when closed or host transport */
     CURLM *multi;                /* async transfers, created on first use */
     struct curl_slist *headers;  /* the same for every request of this client */
-    cg_buf body;                 /* response body of the blocking transfer */
-    cg_resp_meta meta;           /* response headers of the blocking transfer */
+    cg_io io;                    /* the blocking transfer's buffers */
     long timeout_ms, connect_timeout_ms, max_connections;
     int max_retries;
     double deadline;     /* seconds for a whole call, retries and waits included */
@@ -91,7 +109,6 @@ typedef struct cg_client {
     int qhead, qtail; /* the done queue's keys in the user value's `done` table */
     int pending; /* async calls whose callback has not run */
     int waiting; /* of those, backing off before their next attempt */
-    char errbuf[CURL_ERROR_SIZE];
 } cg_client;
 
 #endif

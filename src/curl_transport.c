@@ -8,6 +8,7 @@
 
 #define CURLT_MAX_HEADER_BYTES (64 * 1024)
 #define CURLT_KEEP_BUFFER (64 * 1024) /* a larger body buffer is freed after the call */
+#define CURLT_MAX_IDLE_REUSE 30L /* seconds an idle connection may wait to be reused */
 
 static pthread_once_t curlt_once = PTHREAD_ONCE_INIT;
 static CURLcode curlt_init_rc = CURLE_OK;
@@ -130,20 +131,53 @@ static void curlt_meta_reset(cg_resp_meta *m)
     m->header_overflow = 0;
 }
 
+/* libcurl's read callback for a NEVER_RESEND body: hands the body out
+ * once per attempt. libcurl reads exactly the declared size, so a call
+ * after the whole body went out can only be libcurl starting the request
+ * again on its own; it is refused, as is any rewind (curlt_on_seek). */
+static size_t curlt_on_read(char *buf, size_t size, size_t nitems, void *ud)
+{
+    cg_upload *u = (cg_upload *)ud;
+    size_t n = size * nitems, left = u->len - u->pos;
+    if (u->given && left == 0)
+        return CURL_READFUNC_ABORT;
+    if (n > left)
+        n = left;
+    memcpy(buf, u->data + u->pos, n);
+    u->pos += n;
+    u->given = 1;
+    return n;
+}
+
+/* libcurl's seek callback: rewinding the body would be the first step of
+ * sending it again, so it is always refused (CURLE_SEND_FAIL_REWIND). */
+static int curlt_on_seek(void *ud, curl_off_t offset, int origin)
+{
+    (void)ud;
+    (void)offset;
+    (void)origin;
+    return CURL_SEEKFUNC_CANTSEEK;
+}
+
 /* The options every transfer of a client shares, on a fresh easy handle. */
-static int curlt_setup(cg_client *c, CURL *e, cg_buf *body, cg_resp_meta *meta, char *errbuf,
-                       const char *cainfo, const char *capath)
+static int curlt_setup(cg_client *c, CURL *e, cg_io *io, const char *cainfo, const char *capath)
 {
     int bad = 0;
     bad |= curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, curlt_on_body) != CURLE_OK;
-    bad |= curl_easy_setopt(e, CURLOPT_WRITEDATA, body) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_WRITEDATA, &io->body) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, curlt_on_header) != CURLE_OK;
-    bad |= curl_easy_setopt(e, CURLOPT_HEADERDATA, meta) != CURLE_OK;
-    bad |= curl_easy_setopt(e, CURLOPT_ERRORBUFFER, errbuf) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_HEADERDATA, &io->meta) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_ERRORBUFFER, io->errbuf) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_HTTPHEADER, c->headers) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, c->connect_timeout_ms) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_READFUNCTION, curlt_on_read) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_READDATA, &io->upload) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, curlt_on_seek) != CURLE_OK;
+    /* an idle connection older than this is not reused: the race with a
+     * server closing it (an "outcome unknown" for a NEVER_RESEND op) stays rare */
+    bad |= curl_easy_setopt(e, CURLOPT_MAXAGE_CONN, CURLT_MAX_IDLE_REUSE) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L) != CURLE_OK;
 #if LIBCURL_VERSION_NUM >= 0x075500
@@ -158,20 +192,28 @@ static int curlt_setup(cg_client *c, CURL *e, cg_buf *body, cg_resp_meta *meta, 
     return !bad;
 }
 
-/* Points a handle at one request: the per-call part of the setup. A call
- * that sends an SMS gets a fresh connection: libcurl silently re-sends a
- * request when a reused connection turns out dead, which must never happen
- * to a request that may already have reached the API. */
+/* Points a handle at one request: the per-call part of the setup. A
+ * NEVER_RESEND op's body goes through curlt_on_read from `up` (which
+ * points into a string the caller keeps alive); any other body is
+ * given as POSTFIELDS (copied when copy_body: the async path). */
 static void curlt_set_request(CURL *e, const ops_op *op, const char *url, const char *body,
-                              size_t body_len, int copy_body)
+                              size_t body_len, int copy_body, cg_upload *up)
 {
     curl_easy_setopt(e, CURLOPT_URL, url);
-    curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, (long)((op->flags & OPF_SENDS_SMS) != 0));
     if (op->method[0] == 'G') {
         curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
         return;
     }
     curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long)body_len);
+    if (op->flags & OPF_NEVER_RESEND) {
+        up->data = body ? body : "";
+        up->len = body ? body_len : 0;
+        up->pos = 0;
+        up->given = 0;
+        curl_easy_setopt(e, CURLOPT_POSTFIELDS, (char *)NULL); /* NULL: the read callback */
+        curl_easy_setopt(e, CURLOPT_POST, 1L);
+        return;
+    }
     curl_easy_setopt(e, copy_body ? CURLOPT_COPYPOSTFIELDS : CURLOPT_POSTFIELDS,
                      body ? body : "");
 }
@@ -191,11 +233,16 @@ static int curlt_is_tls_error(CURLcode rc)
     }
 }
 
-/* True when the request never left: making the call again cannot
- * duplicate anything. */
-static int curlt_nothing_sent(CURL *e, CURLcode rc)
+/* True when the request cannot have reached the API, so making the call
+ * again cannot duplicate anything. For a NEVER_RESEND op that is exactly
+ * "no byte of its body went to libcurl in this attempt": libcurl may have
+ * connected twice behind our back, but a request without its body is
+ * never acted on. */
+static int curlt_nothing_sent(const ops_op *op, CURL *e, CURLcode rc, const cg_io *io)
 {
     long sent = 0;
+    if (op->flags & OPF_NEVER_RESEND)
+        return !io->upload.given;
     if (rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST ||
         rc == CURLE_COULDNT_RESOLVE_PROXY)
         return 1;
@@ -206,24 +253,25 @@ static int curlt_nothing_sent(CURL *e, CURLcode rc)
 /* A transfer that ended without a complete response: which kind, whether
  * the call may safely be made again, and the unknown outcome said plainly
  * when a request that sends an SMS may have reached the API. */
-static int curlt_error(lua_State *L, const ops_op *op, CURL *e, CURLcode rc, const char *errbuf,
-                       const cg_buf *body, const cg_resp_meta *meta)
+static int curlt_error(lua_State *L, const ops_op *op, CURL *e, CURLcode rc, const cg_io *io)
 {
     const char *kind = "network";
-    const char *detail = errbuf[0] ? errbuf : curl_easy_strerror(rc);
-    int nothing_sent = curlt_nothing_sent(e, rc);
+    const char *detail = io->errbuf[0] ? io->errbuf : curl_easy_strerror(rc);
+    int nothing_sent = curlt_nothing_sent(op, e, rc, io);
     int retryable = nothing_sent || (op->flags & OPF_IDEMPOTENT);
+    if (rc == CURLE_SEND_FAIL_REWIND || rc == CURLE_ABORTED_BY_CALLBACK)
+        detail = "the connection closed after the request was sent"; /* curlt_on_read/seek */
     if (rc == CURLE_OPERATION_TIMEDOUT)
         kind = "timeout";
     else if (curlt_is_tls_error(rc))
         kind = "tls", retryable = 0;
-    if (body->overflow) {
-        lua_pushfstring(L, "response body larger than max_response_bytes (%d)", (int)body->limit);
+    if (io->body.overflow) {
+        lua_pushfstring(L, "response body larger than max_response_bytes (%d)", (int)io->body.limit);
         kind = "decode", retryable = 0;
-    } else if (meta->header_overflow) {
+    } else if (io->meta.header_overflow) {
         lua_pushfstring(L, "response headers larger than %d bytes", CURLT_MAX_HEADER_BYTES);
         kind = "decode", retryable = 0;
-    } else if (body->oom) {
+    } else if (io->body.oom) {
         lua_pushliteral(L, "out of memory while reading the response");
     } else if (!nothing_sent && !(op->flags & OPF_IDEMPOTENT)) {
         lua_pushfstring(L, "%s (outcome unknown: the request may have reached the API)", detail);
@@ -258,22 +306,22 @@ static double curlt_backoff(cg_client *c, int attempt)
 /* Seconds to wait before making a failed attempt again, or -1 when it must
  * not be made again: only what cannot send a second SMS is retried. */
 static double curlt_retry_delay(cg_client *c, const ops_op *op, CURL *e, CURLcode rc,
-                                const cg_buf *body, const cg_resp_meta *meta, int attempt)
+                                const cg_io *io, int attempt)
 {
     int idempotent = (op->flags & OPF_IDEMPOTENT) != 0;
     long status = 0;
     if (rc != CURLE_OK) {
-        if (curlt_is_tls_error(rc) || body->overflow || body->oom || meta->header_overflow)
+        if (curlt_is_tls_error(rc) || io->body.overflow || io->body.oom || io->meta.header_overflow)
             return -1; /* retrying cannot fix these */
-        if (curlt_nothing_sent(e, rc) || idempotent)
+        if (curlt_nothing_sent(op, e, rc, io) || idempotent)
             return curlt_backoff(c, attempt);
         return -1;
     }
     curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
     if (resp_status_retryable(op, status)) {
-        if (meta->retry_after >= 0)
-            return meta->retry_after > CURLT_RETRY_AFTER_CAP ? CURLT_RETRY_AFTER_CAP
-                                                             : meta->retry_after;
+        if (io->meta.retry_after >= 0)
+            return io->meta.retry_after > CURLT_RETRY_AFTER_CAP ? CURLT_RETRY_AFTER_CAP
+                                                                : io->meta.retry_after;
         return curlt_backoff(c, attempt);
     }
     return -1;
@@ -289,14 +337,13 @@ static void curlt_set_attempts(lua_State *L, int n, int attempts)
 }
 
 /* Ends a finished transfer: the error, or the decoded response. */
-static int curlt_finish(lua_State *L, const ops_op *op, CURL *e, CURLcode rc, const char *errbuf,
-                        const cg_buf *body, const cg_resp_meta *meta)
+static int curlt_finish(lua_State *L, const ops_op *op, CURL *e, CURLcode rc, const cg_io *io)
 {
     long status = 0;
     if (rc != CURLE_OK)
-        return curlt_error(L, op, e, rc, errbuf, body, meta);
+        return curlt_error(L, op, e, rc, io);
     curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
-    return resp_decode(L, op, status, body->data, body->len, meta);
+    return resp_decode(L, op, status, io->body.data, io->body.len, &io->meta);
 }
 
 static void curlt_sleep(double seconds)
@@ -327,12 +374,13 @@ static long curlt_attempt_ms(const cg_client *c, double deadline_at)
 
 /* Readies a handle for its next attempt, blocking or async: empty buffers
  * and a timeout that ends by the call's deadline. */
-static void curlt_attempt_start(const cg_client *c, CURL *e, cg_buf *body, cg_resp_meta *meta,
-                                char *errbuf, double deadline_at)
+static void curlt_attempt_start(const cg_client *c, CURL *e, cg_io *io, double deadline_at)
 {
-    curlt_buf_reset(body);
-    curlt_meta_reset(meta);
-    errbuf[0] = '\0';
+    curlt_buf_reset(&io->body);
+    curlt_meta_reset(&io->meta);
+    io->upload.pos = 0;
+    io->upload.given = 0;
+    io->errbuf[0] = '\0';
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, curlt_attempt_ms(c, deadline_at));
 }
 
@@ -347,18 +395,18 @@ static int curlt_perform(lua_State *L, cg_client *c, const ops_op *op, int url_i
     double deadline_at = curlt_now() + c->deadline, delay;
     int attempt = 0, n;
     CURLcode rc;
-    curlt_set_request(c->easy, op, lua_tostring(L, url_idx), body, body_len, 0);
+    curlt_set_request(c->easy, op, lua_tostring(L, url_idx), body, body_len, 0, &c->io.upload);
     for (;;) {
-        curlt_attempt_start(c, c->easy, &c->body, &c->meta, c->errbuf, deadline_at);
+        curlt_attempt_start(c, c->easy, &c->io, deadline_at);
         rc = curl_easy_perform(c->easy);
         if (++attempt > c->max_retries)
             break;
-        delay = curlt_retry_delay(c, op, c->easy, rc, &c->body, &c->meta, attempt);
+        delay = curlt_retry_delay(c, op, c->easy, rc, &c->io, attempt);
         if (delay < 0 || curlt_now() + delay >= deadline_at)
             break;
         curlt_sleep(delay);
     }
-    n = curlt_finish(L, op, c->easy, rc, c->errbuf, &c->body, &c->meta);
+    n = curlt_finish(L, op, c->easy, rc, &c->io);
     curlt_set_attempts(L, n, attempt);
     return n;
 }
@@ -451,22 +499,20 @@ static void curlt_multi_free(cg_client *c)
  * client's user value keeps it reachable until its callback has run. */
 typedef struct cg_transfer {
     CURL *easy;
-    cg_buf body;
-    cg_resp_meta meta;
+    cg_io io;
     const ops_op *op;
     CURLcode rc;
     int attempt;          /* attempts made so far */
     int waiting;          /* backing off, out of the multi handle until retry_at */
     double deadline_at;   /* the call's deadline (monotonic seconds) */
     double retry_at;
-    char errbuf[CURL_ERROR_SIZE];
 } cg_transfer;
 
 /* Makes an async transfer's next attempt: fresh buffers, a timeout that
  * ends by the call's deadline, and back into the multi handle. */
 static int curlt_transfer_retry(cg_client *c, cg_transfer *t)
 {
-    curlt_attempt_start(c, t->easy, &t->body, &t->meta, t->errbuf, t->deadline_at);
+    curlt_attempt_start(c, t->easy, &t->io, t->deadline_at);
     t->attempt++;
     t->waiting = 0;
     return curl_multi_add_handle(c->multi, t->easy) == CURLM_OK;
@@ -483,9 +529,10 @@ static CURL *curlt_idle_take(cg_client *c, cg_transfer *t)
     if (c->nidle == 0)
         return NULL;
     e = c->idle[--c->nidle];
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, (void *)&t->body);
-    curl_easy_setopt(e, CURLOPT_HEADERDATA, (void *)&t->meta);
-    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, t->errbuf);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, (void *)&t->io.body);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, (void *)&t->io.meta);
+    curl_easy_setopt(e, CURLOPT_READDATA, (void *)&t->io.upload);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, t->io.errbuf);
     return e;
 }
 
@@ -513,6 +560,7 @@ static void curlt_transfer_done(cg_client *c, cg_transfer *t)
              * code or a phone number) */
             curl_easy_setopt(t->easy, CURLOPT_WRITEDATA, (void *)NULL);
             curl_easy_setopt(t->easy, CURLOPT_HEADERDATA, (void *)NULL);
+            curl_easy_setopt(t->easy, CURLOPT_READDATA, (void *)NULL);
             curl_easy_setopt(t->easy, CURLOPT_ERRORBUFFER, (char *)NULL);
             curl_easy_setopt(t->easy, CURLOPT_PRIVATE, (void *)NULL);
             curl_easy_setopt(t->easy, CURLOPT_POSTFIELDSIZE, 0L);
@@ -530,7 +578,7 @@ static void curlt_transfer_release(cg_transfer *t)
         curl_easy_cleanup(t->easy); /* also detaches it from a multi handle */
         t->easy = NULL;
     }
-    curlt_buf_free(&t->body);
+    curlt_buf_free(&t->io.body);
 }
 
 static int curlt_transfer_gc(lua_State *L)

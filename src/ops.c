@@ -9,14 +9,14 @@ enum { OP_NEW, OP_VERIFY, OP_RESEND, OP_R_INITIATE, OP_R_VERIFY, OP_R_CANCEL, OP
 
 /* The whole API surface. Adding an endpoint is adding a row. */
 static const ops_op ops_table[OP_COUNT] = {
-    {"otp.new", "POST", "/otp/new", 0, OPF_SENDS_SMS,
+    {"otp.new", "POST", "/otp/new", 0, OPF_NEVER_RESEND,
      {{"to", CK_E164, REQUIRED}, {"language", CK_STRING, REQUIRED},
       {"name", CK_STRING, REQUIRED}, {NULL, 0, 0}}},
-    {"otp.verify", "POST", "/otp/verify", 0, 0,
+    {"otp.verify", "POST", "/otp/verify", 0, OPF_NEVER_RESEND,
      {{"otp_id", CK_STRING, REQUIRED}, {"otp", CK_OTP, REQUIRED}, {NULL, 0, 0}}},
-    {"otp.resend", "POST", "/otp/resend", 0, OPF_SENDS_SMS,
+    {"otp.resend", "POST", "/otp/resend", 0, OPF_NEVER_RESEND,
      {{"otp_id", CK_STRING, REQUIRED}, {NULL, 0, 0}}},
-    {"otp.reverse.initiate", "POST", "/otp/reverse/initiate", 0, 0,
+    {"otp.reverse.initiate", "POST", "/otp/reverse/initiate", 0, OPF_NEVER_RESEND,
      {{"number", CK_E164, REQUIRED}, {"factor", CK_FACTOR, OPTIONAL},
       {"to", CK_E164, OPTIONAL}, {"service", CK_SERVICE, OPTIONAL},
       {"language", CK_STRING, OPTIONAL}, {"success_url", CK_URL, OPTIONAL},
