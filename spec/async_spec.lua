@@ -528,6 +528,30 @@ describe("async calls", function()
       assert.equals(2, n)
     end)
 
+    it("fds() is a pure query: once a backoff has ended it says poll now, however often it is asked", function()
+      local c = client()
+      local s = c.otp.reverse.initiate{ number = NUMBER }
+      local path = "/otp/reverse/verify/" .. s.otp_id
+      sandbox.fault{ path = path, action = "status", status = 503, headers = { ["Retry-After"] = "1" } }
+      local got
+      assert.is_true(c.otp.reverse.verify(s.otp_id, function(st, err) got = st or err end))
+      until_backing_off(c, 0.5)
+      local _, _, t = c:fds()
+      -- a reactor sleeps for what fds() says, with nothing else to wake it
+      socket.sleep(t)
+      for _ = 1, 3 do
+        local r, w, t2 = c:fds()
+        assert.equals(0, #r + #w)
+        assert.is_number(t2)
+        assert.is_true(t2 <= 0.002, "fds() said wait " .. t2 .. " s after the backoff ended")
+      end
+      assert.equals(1, c:pending())
+      assert.equals(1, #sandbox.requests() - 1) -- initiate aside, only the first attempt
+      finish(c)
+      assert.equals("pending", got.status)
+      c:close()
+    end)
+
     it("reports the attempts of a call that kept failing, and never retries otp.new once sent", function()
       local c = client{ base_url = "http://127.0.0.1:1", max_retries = 1 }
       local e1

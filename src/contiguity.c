@@ -329,6 +329,23 @@ static double cg_resume_due(lua_State *L, cg_client *c, int uv)
     return next;
 }
 
+/* Seconds until the first backoff ends (0 when one already has), without
+ * changing anything: what client:fds() reports. uv is the client's user value. */
+static double cg_next_due(lua_State *L, int uv)
+{
+    double now = curlt_now(), next = 1e9;
+    lua_getfield(L, uv, "pending");
+    lua_pushnil(L);
+    while (lua_next(L, -2) != 0) {
+        cg_transfer *t = (cg_transfer *)lua_touserdata(L, -1);
+        if (t->waiting && t->retry_at - now < next)
+            next = t->retry_at - now;
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    return next > 0 ? next : 0;
+}
+
 /* Drives transfers for at most `timeout` seconds and runs finished calls'
  * callbacks; the shared step of poll and wait. It keeps waiting until a
  * callback ran or the time is up: one socket event (a connect, half a
@@ -398,7 +415,8 @@ static int cg_pending(lua_State *L)
     return 1;
 }
 
-/* client:fds(): what a host reactor waits on instead of busy polling: the
+/* client:fds(): a pure query (it changes nothing) of what a host reactor
+ * waits on instead of busy polling: the
  * sockets libcurl wants read and written, and the longest wait (seconds)
  * before client:poll(0) must run again even when no socket is ready. */
 static int cg_fds(lua_State *L)
@@ -426,10 +444,10 @@ static int cg_fds(lua_State *L)
     if (c->waiting > 0) { /* a backoff ends: poll(0) must run then */
         double next;
         compat_getuservalue(L, 1);
-        next = cg_resume_due(L, c, lua_gettop(L));
+        next = cg_next_due(L, lua_gettop(L));
         lua_pop(L, 1);
         if (ms < 0 || next * 1000.0 < (double)ms)
-            ms = (long)(next * 1000.0) + 1;
+            ms = (long)(next * 1000.0 + 0.999); /* whole ms, rounded up */
     }
     if (ms < 0)
         lua_pushnil(L);
