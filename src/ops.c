@@ -97,7 +97,8 @@ static const char *ops_check_value(lua_State *L, int idx, const ops_field *f)
 }
 
 /* Appends an id as one path segment: everything but RFC 3986 unreserved
- * bytes is %XX, so an id can never reach another endpoint. Written into a
+ * bytes is %XX, and ops_build refuses ids made only of dots (the dot
+ * segments "." and ".."), so an id can never reach another endpoint. Written into a
  * luaL_Buffer (Lua-owned) rather than curl_easy_escape's malloc'd string,
  * which a Lua memory error between escape and curl_free would leak. */
 static void ops_add_escaped(luaL_Buffer *b, const char *s, size_t n)
@@ -163,6 +164,8 @@ static int ops_build(lua_State *L, const ops_op *op, int arg)
         const char *id = lua_tolstring(L, arg, &n);
         if (n == 0)
             return ops_invalid(L, op, "otp_id", "must not be empty");
+        if (strspn(id, ".") == n) /* "." and ".." would leave their path segment */
+            return ops_invalid(L, op, "otp_id", "must not be made only of dots");
         luaL_buffinit(L, &b);
         luaL_addstring(&b, op->path);
         ops_add_escaped(&b, id, n);
