@@ -72,6 +72,9 @@ install: build
 	install -d $(DESTDIR)$(PREFIX)/lib/lua/$(LUA_ABI) $(DESTDIR)$(PREFIX)/share/lua/$(LUA_ABI)/contiguity
 	install -m 755 $(MODULE) $(DESTDIR)$(PREFIX)/lib/lua/$(LUA_ABI)/contiguity.so
 	install -m 644 src/contiguity/*.lua $(DESTDIR)$(PREFIX)/share/lua/$(LUA_ABI)/contiguity/
+	@# the /_contiguity location for nginx.conf's `include` (doc/openresty.md), where luarocks puts it too
+	install -d $(DESTDIR)$(PREFIX)/share/lua/$(LUA_ABI)/contiguity/nginx
+	install -m 644 nginx/location.conf nginx/location-sandbox.conf $(DESTDIR)$(PREFIX)/share/lua/$(LUA_ABI)/contiguity/nginx/
 	@# the command runs with the Lua this module was built for, not whatever `lua` is
 	install -d $(DESTDIR)$(PREFIX)/bin
 	sed '1s|.*|#!/usr/bin/env $(LUA_BIN)|' bin/contiguity-otp > $(DESTDIR)$(PREFIX)/bin/contiguity-otp
@@ -92,7 +95,7 @@ clean:
 # a fatal error", not reproducible on demand) after every spec had passed. The
 # embedding test, which is about lua_close freeing everything, keeps it on.
 SAN_CC      ?= gcc
-SAN_FLAGS   := -fsanitize=address,undefined -fno-omit-frame-pointer -g -O1
+SAN_FLAGS   := -fsanitize=address,undefined,float-cast-overflow -fno-omit-frame-pointer -g -O1
 SAN_BUILD   := build/asan
 SAN_OPTS     = ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
                LSAN_OPTIONS=suppressions=$(CURDIR)/lsan.supp:print_suppressions=0 \

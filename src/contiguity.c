@@ -74,16 +74,22 @@ static void cg_debug(lua_State *L, cg_client *c, int client, const ops_op *op, i
         lua_getfield(L, -1, "debug");
         lua_remove(L, -2);
         lua_insert(L, -2);
-        lua_call(L, 1, 0);
+        /* protected: a hook that raises must never replace or drop a result */
+        if (lua_pcall(L, 1, 0, 0) != 0) {
+            fprintf(stderr, "contiguity: the debug function raised an error (ignored): %s\n",
+                    lua_isstring(L, -1) ? lua_tostring(L, -1) : "(not a string)");
+            lua_pop(L, 1);
+        }
     }
 }
 
 /* ---- abuse protection: contiguity.guard -------------------------------- */
 
 /* Asks the client's guard whether a validated call may go out: returns 0
- * (nothing pushed) when it may, else pushes nil, err and returns 2. Only
- * the libcurl paths call it from C; a host transport's Lua glue calls the
- * guard itself, so a store that yields never has a C frame under it. */
+ * with the guard's ticket (what record needs, fixed at call time) pushed
+ * when it may, else pushes nil, err and returns 2. Only the libcurl paths
+ * call it from C; a host transport's Lua glue calls the guard itself, so a
+ * store that yields never has a C frame under it. */
 static int cg_guard_check(lua_State *L, const ops_op *op, int client, int arg)
 {
     compat_getuservalue(L, client);
@@ -92,12 +98,13 @@ static int cg_guard_check(lua_State *L, const ops_op *op, int client, int arg)
     lua_insert(L, -2);
     lua_pushstring(L, op->name);
     lua_pushvalue(L, arg);
-    lua_call(L, 3, 1);
-    lua_remove(L, -2); /* the user value */
-    if (lua_isnil(L, -1)) {
-        lua_pop(L, 1);
+    lua_call(L, 3, 2);
+    lua_remove(L, -3); /* the user value */
+    if (lua_isnil(L, -2)) {
+        lua_remove(L, -2);
         return 0;
     }
+    lua_pop(L, 1);
     lua_pushnil(L);
     lua_insert(L, -2);
     return 2;
@@ -106,14 +113,14 @@ static int cg_guard_check(lua_State *L, const ops_op *op, int client, int arg)
 /* Tells the guard about a call that succeeded (otp.new's otp_id is how a
  * later resend is counted against its number). Protected: a store failure
  * here costs that mapping, never the caller's result or callback. */
-static void cg_guard_record(lua_State *L, const ops_op *op, int client, int arg, int res)
+static void cg_guard_record(lua_State *L, const ops_op *op, int client, int ticket, int res)
 {
     compat_getuservalue(L, client);
     lua_getfield(L, -1, "guard");
     lua_getfield(L, -1, "record");
     lua_insert(L, -2);
     lua_pushstring(L, op->name);
-    lua_pushvalue(L, arg);
+    lua_pushvalue(L, ticket);
     lua_pushvalue(L, res);
     if (lua_pcall(L, 4, 0, 0) != 0)
         lua_pop(L, 1);
@@ -139,10 +146,10 @@ static int cg_multi(cg_client *c)
 }
 
 /* Starts an async call: a Transfer userdata owns the easy handle, the
- * client's `pending` table keeps it until its callback has run. arg_idx
- * (0 when no guard) keeps the params for the guard's record. */
+ * client's `pending` table keeps it until its callback has run. ticket
+ * (0 when no guard) is the guard's ticket, kept for its record. */
 static int cg_start(lua_State *L, cg_client *c, const ops_op *op, int path_idx, int cb_idx,
-                    int arg_idx)
+                    int ticket)
 {
     cg_transfer *t;
     const char *url = lua_tostring(L, -1);
@@ -160,8 +167,8 @@ static int cg_start(lua_State *L, cg_client *c, const ops_op *op, int path_idx, 
     lua_rawseti(L, -2, 2);
     lua_pushvalue(L, path_idx + 1); /* the body: curlt_on_read reads it in place */
     lua_rawseti(L, -2, 4);
-    if (arg_idx != 0) {
-        lua_pushvalue(L, arg_idx);
+    if (ticket != 0) {
+        lua_pushvalue(L, ticket);
         lua_rawseti(L, -2, 3);
     }
     compat_setuservalue(L, -2);
@@ -182,12 +189,18 @@ static int cg_start(lua_State *L, cg_client *c, const ops_op *op, int path_idx, 
     curl_easy_setopt(t->easy, CURLOPT_PRIVATE, (void *)t);
     curlt_attempt_start(c, t->easy, &t->io, t->deadline_at);
     curlt_set_request(t->easy, op, url, body, body_len, 1, &t->io.upload);
-    if (curl_multi_add_handle(c->multi, t->easy) != CURLM_OK)
-        return resp_error(L, op->name, "network", "cannot add the transfer to libcurl multi");
+    /* registered as pending first: a memory error here then leaves no
+     * transfer in libcurl that the done queue cannot find */
     lua_getfield(L, -1, "pending");
     lua_pushlightuserdata(L, t);
     lua_pushvalue(L, -4);
     lua_rawset(L, -3);
+    if (curl_multi_add_handle(c->multi, t->easy) != CURLM_OK) {
+        lua_pushlightuserdata(L, t);
+        lua_pushnil(L);
+        lua_rawset(L, -3);
+        return resp_error(L, op->name, "network", "cannot add the transfer to libcurl multi");
+    }
     c->pending++;
     lua_pushboolean(L, 1);
     return 1;
@@ -492,22 +505,28 @@ static int cg_call(lua_State *L)
 {
     cg_client *c = (cg_client *)lua_touserdata(L, UP_CLIENT);
     const ops_op *op = &ops_table[lua_tointeger(L, UP_OP)];
-    int arg = cg_first_arg(L), cb = 0, path, n;
+    int arg = cg_first_arg(L), cb = 0, ticket = 0, path, n;
     double t0;
     if (lua_type(L, arg + 1) == LUA_TFUNCTION)
         cb = arg + 1;
     if ((n = cg_begin(L, c, op, arg, &path)) != 0)
         return n;
-    if (c->guard && (n = cg_guard_check(L, op, UP_CLIENT, arg)) != 0)
-        return n;
+    if (c->guard) {
+        if ((n = cg_guard_check(L, op, UP_CLIENT, arg)) != 0)
+            return n;
+        ticket = lua_gettop(L) - 1;
+        lua_insert(L, ticket); /* the URL stays on top */
+        if (c->closed) /* the guard's store ran Lua code, which may close the client */
+            return resp_error(L, op->name, "invalid", "client is closed");
+    }
     if (cb)
-        return cg_start(L, c, op, path, cb, c->guard ? arg : 0);
+        return cg_start(L, c, op, path, cb, ticket);
     t0 = c->debug ? curlt_now() : 0;
     n = curlt_perform(L, c, op, lua_gettop(L), path + 1);
     if (c->debug)
         cg_debug(L, c, UP_CLIENT, op, path, n, (curlt_now() - t0) * 1000.0);
     if (c->guard && n == 1)
-        cg_guard_record(L, op, UP_CLIENT, arg, lua_gettop(L));
+        cg_guard_record(L, op, UP_CLIENT, ticket, lua_gettop(L));
     return n;
 }
 
@@ -631,10 +650,10 @@ static const char cg_host_glue[] =
     "return function(...)\n"
     "  local req, err, arg = build(...)\n"
     "  if not req then return nil, err end\n"
-    "  err = guard:check(op, arg)\n"
-    "  if err then return nil, err end\n"
+    "  local refused, ticket = guard:check(op, arg)\n"
+    "  if refused then return nil, refused end\n"
     "  local res, err2 = decode(req, transport(req))\n"
-    "  if res then guard:record(op, arg, res) end\n"
+    "  if res then guard:record(op, ticket, res) end\n"
     "  return res, err2\n"
     "end\n";
 
@@ -853,7 +872,8 @@ static lua_Number cg_opt_count(lua_State *L, int opts, const char *k, lua_Number
     lua_getfield(L, opts, k);
     if (!lua_isnil(L, -1)) {
         v = lua_tonumber(L, -1);
-        if (lua_type(L, -1) != LUA_TNUMBER || v != (lua_Number)(long)v || v < lo || v > hi)
+        /* the range first: converting an out-of-range float is undefined */
+        if (lua_type(L, -1) != LUA_TNUMBER || !(v >= lo && v <= hi) || v != (lua_Number)(long)v)
             luaL_error(L, "contiguity.new: option '%s' must be a whole number from %d to %d", k,
                        (int)lo, (int)hi);
     }
@@ -908,7 +928,7 @@ static int cg_new(lua_State *L)
 {
     const char *token, *base, *ua;
     size_t tlen, blen;
-    int opts, uv, client;
+    int opts, uv, client, base_idx;
     cg_client *c;
     double timeout, connect_timeout, deadline;
     lua_Number max_response, max_connections, max_retries;
@@ -981,7 +1001,7 @@ static int cg_new(lua_State *L)
     if (strncmp(base, "http://", 7) == 0 && !cg_is_loopback_http(base))
         luaL_error(L, "contiguity.new: plain http:// is allowed only for loopback hosts "
                       "(127.0.0.0/8, ::1, localhost); use https://");
-    lua_setfield(L, opts, "base_url"); /* normalised, read back below */
+    base_idx = lua_gettop(L); /* normalised; the caller's table is never written */
 
     timeout = cg_opt_seconds(L, opts, "timeout", 10);
     connect_timeout = cg_opt_seconds(L, opts, "connect_timeout", 5);
@@ -1021,7 +1041,7 @@ static int cg_new(lua_State *L)
 
     lua_createtable(L, 0, 10);
     uv = lua_gettop(L);
-    lua_getfield(L, opts, "base_url");
+    lua_pushvalue(L, base_idx);
     lua_setfield(L, uv, "base_url");
     lua_pushliteral(L, "Token ");
     lua_pushvalue(L, 1);
@@ -1048,19 +1068,17 @@ static int cg_new(lua_State *L)
         const char *sp = strchr(lua_name, ' ');
         luaL_buffinit(L, &b);
         luaL_addstring(&b, "contiguity-lua/" CG_VERSION " libcurl/");
-        luaL_addstring(&b, curl_version_info(CURLVERSION_NOW)->version);
+        luaL_addstring(&b, curlt_libcurl_version());
         luaL_addchar(&b, ' ');
         luaL_addlstring(&b, lua_name, sp ? (size_t)(sp - lua_name) : strlen(lua_name));
         if (sp != NULL) {
             luaL_addchar(&b, '/');
             luaL_addstring(&b, sp + 1);
         }
-        lua_getfield(L, opts, "user_agent");
-        if (lua_isstring(L, -1)) {
+        if (ua != NULL) { /* nothing may sit above the buffer while a char is added */
             luaL_addchar(&b, ' ');
+            lua_getfield(L, opts, "user_agent");
             luaL_addvalue(&b);
-        } else {
-            lua_pop(L, 1);
         }
         luaL_pushresult(&b);
         lua_setfield(L, uv, "user_agent");
@@ -1126,7 +1144,7 @@ static int cg_new(lua_State *L)
 static int cg_version(lua_State *L)
 {
     lua_pushliteral(L, CG_VERSION);
-    lua_pushstring(L, curl_version_info(CURLVERSION_NOW)->version);
+    lua_pushstring(L, curlt_libcurl_version());
     lua_pushliteral(L, COMPAT_LUA_NAME);
     return 3;
 }

@@ -12,19 +12,29 @@
 
 static pthread_once_t curlt_once = PTHREAD_ONCE_INIT;
 static CURLcode curlt_init_rc = CURLE_OK;
+static const char *curlt_version = "";
 
-/* curl_global_init is not thread-safe before libcurl 7.84, and Skynet-like
- * hosts open the module from many threads: pthread_once makes it happen
- * exactly once per process. The two statics are written only inside it. */
+/* curl_global_init is not thread-safe before libcurl 7.84, nor is
+ * curl_version_info's first call, and Skynet-like hosts open the module
+ * from many threads: pthread_once makes both happen exactly once per
+ * process. The three statics are written only inside it. */
 static void curlt_global_init_once(void)
 {
     curlt_init_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+    curlt_version = curl_version_info(CURLVERSION_NOW)->version;
 }
 
 static int curlt_global_init(void)
 {
     pthread_once(&curlt_once, curlt_global_init_once);
     return curlt_init_rc == CURLE_OK;
+}
+
+/* libcurl's version string, read once under the same pthread_once. */
+static const char *curlt_libcurl_version(void)
+{
+    pthread_once(&curlt_once, curlt_global_init_once);
+    return curlt_version;
 }
 
 static void curlt_buf_free(cg_buf *b)

@@ -277,9 +277,11 @@ local function allowed(prefixes, number)
   return false
 end
 
--- guard:check(op, arg) -> nil | err. arg is the validated params table
--- (or otp_id string). Counts the call: a call it lets through has used one
--- of its allowance whether or not the API then accepts it.
+-- guard:check(op, arg) -> err, or nil, ticket. arg is the validated params
+-- table (or otp_id string). Counts the call: a call it lets through has used
+-- one of its allowance whether or not the API then accepts it. The ticket is
+-- what record needs, taken from arg now: an async call's params table may
+-- have been changed by the time its callback runs.
 function Guard:check(op, arg)
   local kind = OPS[op]
   if kind == nil then return nil end
@@ -309,19 +311,22 @@ function Guard:check(op, arg)
     if err then return err end
   end
   if self.sends_total then
-    return self:_hit(self.sends_total, "sends_total", "t", op, now)
+    local err = self:_hit(self.sends_total, "sends_total", "t", op, now)
+    if err then return err end
   end
+  -- the ticket: what record needs, fixed now (the caller may change params later)
+  if kind == "send" then return nil, subject end
   return nil
 end
 
--- guard:record(op, arg, result): after a successful call. otp.new's otp_id
--- is remembered (as hashes, for MAP_TTL seconds) so a resend of it counts
--- against its number.
-function Guard:record(op, arg, res)
-  if op ~= "otp.new" or not self.sends_per_number or not self.can_map then return end
+-- guard:record(op, ticket, result): after a successful call, with the
+-- ticket check returned. otp.new's otp_id is remembered (as hashes, for
+-- MAP_TTL seconds) so a resend of it counts against its number.
+function Guard:record(op, ticket, res)
+  if op ~= "otp.new" or type(ticket) ~= "string" or not self.can_map then return end
   local id = type(res) == "table" and res.otp_id
   if type(id) ~= "string" or id == "" then return end
-  self.store:set(M.PREFIX .. "m:" .. self:_hash("o", id), self:_hash("n", arg.to), M.MAP_TTL)
+  self.store:set(M.PREFIX .. "m:" .. self:_hash("o", id), ticket, M.MAP_TTL)
 end
 
 return M
