@@ -40,9 +40,22 @@ build = {
     ["contiguity.guard"] = "src/contiguity/guard.lua",
     -- pure Lua: the non-blocking client for OpenResty, on the transport option
     ["contiguity.resty"] = "src/contiguity/resty.lua",
+    -- pure Lua: the code of the contiguity-otp command (bin/contiguity-otp calls it)
+    ["contiguity.cli"] = "src/contiguity/cli.lua",
   },
   -- luarocks wraps it so that it runs with the Lua this rock was built for
   install = {
     bin = { ["contiguity-otp"] = "bin/contiguity-otp" },
+    -- not Lua: the nginx location contiguity.resty needs, put next to the module's
+    -- Lua files so that nginx.conf can `include TREE/share/lua/5.1/contiguity/nginx/location.conf;`
+    lua = {
+      ["contiguity.nginx.location"] = "nginx/location.conf",
+      ["contiguity.nginx.location-sandbox"] = "nginx/location-sandbox.conf",
+    },
   },
+}
+-- `luarocks test` runs busted with the repository's .busted: the specs that need no
+-- server (the full suite needs the sandbox: `make test`).
+test = {
+  type = "busted",
 }
