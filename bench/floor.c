@@ -6,8 +6,10 @@
  * Authorization, User-Agent, Content-Type, Accept, empty Expect) and body; the response body is appended to a reused buffer
  * and not decoded. Prints "seconds calls errors vmhwm_kib" on stdout.
  * FLOOR_FRESH=1 in the environment opens a new connection for every call
- * (CURLOPT_FRESH_CONNECT, what the module does for otp.new and otp.resend):
- * bench/fresh.sh uses it to measure what that costs.
+ * (CURLOPT_FRESH_CONNECT); FLOOR_READ=1 hands the body to libcurl through a
+ * read callback that refuses to rewind (what the module does for its
+ * NEVER_RESEND ops) instead of CURLOPT_POSTFIELDS: bench/fresh.sh compares
+ * the two ways of never letting libcurl re-send a POST.
  * FLOOR_INFLIGHT=N (N > 0) runs the calls through one libcurl multi handle
  * instead, N in flight on N reused easy handles, each finished handle
  * re-added for the next call (curl_multi_perform + curl_multi_poll): the
@@ -79,6 +81,35 @@ static int floor_call(CURL *e, floor_buf *b)
     return status != 200;
 }
 
+/* The body for FLOOR_READ=1: handed out from the start on every request. */
+typedef struct {
+    const char *data;
+    size_t len, pos;
+} floor_upload;
+
+static size_t floor_on_read(char *buf, size_t size, size_t nitems, void *ud)
+{
+    floor_upload *u = (floor_upload *)ud;
+    size_t n = size * nitems;
+    if (u->pos == u->len)
+        u->pos = 0; /* the next request */
+    if (n > u->len - u->pos)
+        n = u->len - u->pos;
+    memcpy(buf, u->data + u->pos, n);
+    u->pos += n;
+    return n;
+}
+
+static int floor_on_seek(void *ud, curl_off_t offset, int origin)
+{
+    (void)ud;
+    (void)offset;
+    (void)origin;
+    return CURL_SEEKFUNC_CANTSEEK;
+}
+
+static floor_upload floor_body;
+
 static CURL *floor_handle(struct curl_slist *h, char **argv, int argc, floor_buf *b)
 {
     CURL *e = curl_easy_init();
@@ -87,7 +118,16 @@ static CURL *floor_handle(struct curl_slist *h, char **argv, int argc, floor_buf
     curl_easy_setopt(e, CURLOPT_URL, argv[1]);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(e, CURLOPT_POSTFIELDS, argv[2]);
+    if (getenv("FLOOR_READ") != NULL && strcmp(getenv("FLOOR_READ"), "1") == 0) {
+        floor_body.data = argv[2];
+        floor_body.len = strlen(argv[2]);
+        curl_easy_setopt(e, CURLOPT_POST, 1L);
+        curl_easy_setopt(e, CURLOPT_READFUNCTION, floor_on_read);
+        curl_easy_setopt(e, CURLOPT_READDATA, &floor_body);
+        curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, floor_on_seek);
+    } else {
+        curl_easy_setopt(e, CURLOPT_POSTFIELDS, argv[2]);
+    }
     curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long)strlen(argv[2]));
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, floor_on_body);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, b);

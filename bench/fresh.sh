@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# bench/fresh.sh: what a fresh connection per SMS-sending call (otp.new, otp.resend) costs:
-# the same POST on a reused keep-alive connection vs. on a new one each time, over HTTP
-# and HTTPS, against the sandbox. Prints microseconds per call for each.
+# bench/fresh.sh: what never letting libcurl re-send a POST costs, per otp.verify, for the
+# two mechanisms of DESIGN.md: the body through a read callback that refuses to rewind on
+# a reused keep-alive connection (the module's choice) and a fresh connection per call
+# (TLS with session resumption), next to the plain reused connection (POSTFIELDS), over
+# HTTP and HTTPS against the sandbox. Prints microseconds per call for each.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 port="${BENCH_PORT:-8920}" calls="${BENCH_CALLS:-2000}"
@@ -16,18 +18,21 @@ ua="contiguity-lua/bench" auth="Token contiguity_sk_bench"
 . "$(dirname "$0")/lib.sh"
 bench_otp "$http"
 body='{"otp_id":"'"$OTP_ID"'","otp":"000000"}'  # a wrong code: the same answer every time
-run() { # url fresh [cainfo]
+run() { # url fresh read [cainfo]
   local out
-  out="$(FLOOR_FRESH="$2" "$tmp/floor" "$1/otp/verify" "$body" "$ua" "$auth" "$calls" 50 ${3:+"$3"})"
+  out="$(FLOOR_FRESH="$2" FLOOR_READ="$3" "$tmp/floor" "$1/otp/verify" "$body" "$ua" "$auth" "$calls" 50 ${4:+"$4"})"
   awk '{ printf "%.1f", $1 / $2 * 1e6 }' <<<"$out"
 }
-printf '%-6s %14s %14s %12s\n' "" "reused (µs)" "fresh (µs)" "cost (µs)"
+median() { printf '%s\n' "$@" | sort -n | sed -n "$(( ($# + 1) / 2 ))p"; }
+printf '%-6s %16s %22s %22s\n' "" "reused (µs)" "read callback (µs)" "fresh conn (µs)"
 for scheme in http https; do
   if [ "$scheme" = http ]; then url=$http cai=""; else url=$https cai=$ca; fi
-  a=(); b=()
+  a=(); b=(); f=()
   for round in 1 2 3; do  # interleaved rounds; the median of each
-    a+=("$(run "$url" 0 "$cai")"); b+=("$(run "$url" 1 "$cai")")
+    a+=("$(run "$url" 0 0 "$cai")"); b+=("$(run "$url" 0 1 "$cai")"); f+=("$(run "$url" 1 0 "$cai")")
   done
-  ra="$(printf '%s\n' "${a[@]}" | sort -n | sed -n 2p)" rb="$(printf '%s\n' "${b[@]}" | sort -n | sed -n 2p)"
-  printf '%-6s %14s %14s %12s\n' "$scheme" "$ra" "$rb" "$(awk -v a="$ra" -v b="$rb" 'BEGIN { printf "%.1f", b - a }')"
+  ra="$(median "${a[@]}")" rb="$(median "${b[@]}")" rf="$(median "${f[@]}")"
+  printf '%-6s %16s %14s (%+.1f) %14s (%+.1f)\n' "$scheme" "$ra" "$rb" \
+    "$(awk -v a="$ra" -v b="$rb" 'BEGIN { print b - a }')" "$rf" \
+    "$(awk -v a="$ra" -v b="$rf" 'BEGIN { print b - a }')"
 done

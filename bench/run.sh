@@ -17,7 +17,7 @@
 # Env: BENCH_PORT (8900), BENCH_ROUNDS (5), BENCH_CALLS (5000 per round per
 # contender), BENCH_WARMUP (100), BENCH_ASYNC_CALLS (20000), BENCH_INFLIGHT (64),
 # BENCH_LUASEC_CALLS (100: LuaSec's rounds, ~44 ms a call), WRK_SECONDS (2), BENCH_MEMORY_CALLS (200000), BENCH_SKIP (space-separated:
-# js resty memory callgrind), BENCH_OUT (a file to keep the raw results in),
+# js resty memory callgrind fresh), BENCH_OUT (a file to keep the raw results in),
 # BENCH_KEEP (1: keep the temporary folder), BENCH_PIN (1; 0: no CPU pinning).
 #
 # CPU placement (taskset; see bench/README.md): the sequential rounds run the
@@ -441,3 +441,12 @@ if [[ "$skip" != *" callgrind "* ]] && command -v valgrind >/dev/null; then
 fi
 
 $lua bench/report.lua "$tmp" "$rounds"
+
+# The price of never letting libcurl re-send a POST (issue 14; README's
+# reliability doc): otp.verify on a reused connection with POSTFIELDS, with
+# the module's refusing read callback, and on a fresh connection per call.
+case " ${BENCH_SKIP:-} " in *" fresh "*) ;; *)
+  echo
+  echo "never re-send, per otp.verify (bench/fresh.sh; median of 3 interleaved runs of ${BENCH_FRESH_CALLS:-2000} calls)"
+  BENCH_PORT=$((base + 10)) BENCH_CALLS="${BENCH_FRESH_CALLS:-2000}" timeout 300 bench/fresh.sh ;;
+esac
