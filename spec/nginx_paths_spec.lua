@@ -62,7 +62,7 @@ local function stop_pid_file(pidfile)
   if not pid then return end
   shell.run("kill -QUIT " .. pid)
   for _ = 1, 100 do
-    if not shell.run("kill -0 " .. pid) then return end
+    if not nginx.alive(pid) then return end
     socket.sleep(0.05)
   end
   shell.run("kill -KILL " .. pid)
@@ -81,19 +81,19 @@ local function wrong_build(dir)
   return name
 end
 
--- Decoys where LUA_PATH/LUA_CPATH point: a module, cjson and contiguity.resty
--- that fail loudly if anything loads them.
+-- Decoys where LUA_PATH/LUA_CPATH point: the module (another Lua's build),
+-- cjson and contiguity.resty, each failing loudly if anything loads it.
 local decoy, WRONG
 local DECOY_ENV
 
 lazy_setup(function()
   decoy = mktemp_dir()
   assert(shell.run("chmod 755 " .. q(decoy) .. " && mkdir -p " .. q(decoy .. "/contiguity")))
-  shell.write_file(decoy .. "/contiguity.so", "decoy contiguity.so from LUA_CPATH\n")
+  WRONG = wrong_build(decoy)
+  assert(shell.run("cp " .. q(WRONG) .. " " .. q(decoy .. "/contiguity.so")))
   shell.write_file(decoy .. "/cjson.so", "decoy cjson.so from LUA_CPATH\n")
   shell.write_file(decoy .. "/contiguity/resty.lua", "error('decoy contiguity.resty from LUA_PATH')\n")
   shell.write_file(decoy .. "/cjson.lua", "error('decoy cjson from LUA_PATH')\n")
-  WRONG = wrong_build(decoy)
   DECOY_ENV = {
     LUA_PATH = decoy .. "/?.lua;;", LUA_CPATH = decoy .. "/?.so;;",
     LUA_PATH_5_2 = decoy .. "/?.lua;;", LUA_CPATH_5_2 = decoy .. "/?.so;;",
@@ -245,7 +245,8 @@ describe("a copy of the checkout in a 0700 directory", function()
     shell.write_file(run .. "/webhook.conf", conf)
     local pidfile = run .. "/nginx.pid"
     finally(function() stop_pid_file(pidfile) end)
-    local ok, out = shell.run(("cd %s && %s CONTIGUITY_WEBHOOK_SECRET=whsec_sandbox_secret nginx -p \"$PWD\" -c %s -g %s")
+    local ok, out = shell.run(("cd %s && %s CONTIGUITY_WEBHOOK_SECRET=whsec_sandbox_secret "
+      .. "nginx -p \"$PWD\" -c %s -g %s")
       :format(q(checkout), env_words(DECOY_ENV), q(run .. "/webhook.conf"), q("pid " .. pidfile .. ";")))
     assert(ok, out)
     -- (a daemonised nginx has its listening socket open when the command returns)
