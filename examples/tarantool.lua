@@ -63,6 +63,7 @@ local function main()
   os.exit(0)
 end
 
-if arg and arg[0] and arg[0]:match("tarantool%.lua$") then main() end
+-- main() only when this file is the script being run, not when it is required
+if arg and arg[0] and debug.getinfo(1, "S").source == "@" .. arg[0] then main() end
 
 return { transport = transport }

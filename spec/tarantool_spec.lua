@@ -6,6 +6,24 @@ local cjson = require "cjson"
 local q = shell.quote
 local DELAY = 0.3
 
+-- The whole text of file `name`.
+local function read(name)
+  local f = assert(io.open(name, "rb"))
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+-- Holds before any skip: the documented transport is the one the spec runs.
+describe("doc/transports.md", function()
+  it("shows the transport of examples/tarantool.lua, unchanged", function()
+    local fn = read("examples/tarantool.lua"):match("\n(local function transport%(httpc%).-\nend)\n")
+    assert.is_string(fn)
+    assert.is_truthy(read("doc/transports.md"):find(fn, 1, true),
+      "doc/transports.md no longer shows examples/tarantool.lua's transport")
+  end)
+end)
+
 local why_not
 if not shell.run("command -v tarantool") then
   why_not = "skipped: tarantool (Debian package tarantool) is not installed"
