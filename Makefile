@@ -71,7 +71,9 @@ bench:
 install: build
 	install -d $(DESTDIR)$(PREFIX)/lib/lua/$(LUA_ABI) $(DESTDIR)$(PREFIX)/share/lua/$(LUA_ABI)/contiguity
 	install -m 755 $(MODULE) $(DESTDIR)$(PREFIX)/lib/lua/$(LUA_ABI)/contiguity.so
-	install -m 644 src/contiguity/*.lua $(DESTDIR)$(PREFIX)/share/lua/$(LUA_ABI)/contiguity/
+	@# every Lua file under src/contiguity (resty, guard and its stores, cli), as laid out there
+	cd src && find contiguity -name '*.lua' | while read f; do \
+	  install -D -m 644 "$$f" "$(DESTDIR)$(PREFIX)/share/lua/$(LUA_ABI)/$$f" || exit 1; done
 	@# the /_contiguity location for nginx.conf's `include` (doc/openresty.md), where luarocks puts it too
 	install -d $(DESTDIR)$(PREFIX)/share/lua/$(LUA_ABI)/contiguity/nginx
 	install -m 644 nginx/location.conf nginx/location-sandbox.conf $(DESTDIR)$(PREFIX)/share/lua/$(LUA_ABI)/contiguity/nginx/

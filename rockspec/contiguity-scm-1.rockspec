@@ -38,6 +38,10 @@ build = {
     },
     -- pure Lua: the abuse limits that contiguity.new's `guard` option loads
     ["contiguity.guard"] = "src/contiguity/guard.lua",
+    -- its stores: this process, an nginx lua_shared_dict, Redis
+    ["contiguity.guard.local"] = "src/contiguity/guard/local.lua",
+    ["contiguity.guard.shared"] = "src/contiguity/guard/shared.lua",
+    ["contiguity.guard.redis"] = "src/contiguity/guard/redis.lua",
     -- pure Lua: the non-blocking client for OpenResty, on the transport option
     ["contiguity.resty"] = "src/contiguity/resty.lua",
     -- pure Lua: the code of the contiguity-otp command (bin/contiguity-otp calls it)
