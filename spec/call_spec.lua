@@ -33,7 +33,7 @@ describe("one call", function()
     for _, async in ipairs{ false, true } do
       it("a store that closes the client refuses the call it was checking (" .. (async and "async" or "blocking") .. ")", function()
         local c
-        local store = { incr = function() c:close(); return 1 end }
+        local store = { hit = function() c:close(); return true end }
         c = sandbox.client{ guard = { sends_per_number = { 5, 60 }, store = store, key = "k" } }
         local cb = async and function() error("no callback for a refused call") end or nil
         local res, err = c.otp.new(params(A), cb)

@@ -1,6 +1,9 @@
 -- guard_spec.lua: the `guard` option (contiguity.guard) against the sandbox:
--- per-number, per-otp and total limits, the allow-list, resend, async and
--- transport clients, bounded memory. Time is an injected clock: no sleeps.
+-- per-number, per-otp, per-caller and total limits, the allow-list, resend,
+-- async and transport clients, one decision over all limits, the window
+-- edge, the store-failure policy, the check/record ticket, bounded memory.
+-- Time is an injected clock: no sleeps. (Redis: guard_redis_spec.lua;
+-- nginx: guard_resty_spec.lua; the windows alone: guard_window_spec.lua.)
 local contiguity = require "contiguity"
 local guard = require "contiguity.guard"
 local sandbox = require "spec.helpers.sandbox"
@@ -197,9 +200,8 @@ describe("guard", function()
     local inner = guard.local_store(1000)
     local yields = 0
     local store = {
-      incr = function(_, k, by, ttl) coroutine.yield(); yields = yields + 1; return inner:incr(k, by, ttl) end,
-      get = function(_, k) coroutine.yield(); return inner:get(k) end,
-      set = function(_, k, v, ttl) coroutine.yield(); return inner:set(k, v, ttl) end,
+      hit = function(_, now, limits) coroutine.yield(); yields = yields + 1; return inner:hit(now, limits) end,
+      put = function(_, k, v, ttl, now) coroutine.yield(); return inner:put(k, v, ttl, now) end,
     }
     local c = client({ sends_per_number = { 2, 600 }, store = store, key = "spec key" },
       { transport = socket_transport })
@@ -221,13 +223,147 @@ describe("guard", function()
     assert.is_true(yields >= 3)
   end)
 
-  it("fails closed when the store fails", function()
+  it("fails closed when the store fails: refused with limit store and nothing sent", function()
     local c = client{ sends_per_number = { 2, 600 }, key = "k",
-      store = { incr = function() return nil, "connection refused" end } }
+      store = { hit = function() return nil, "connection refused" end } }
     local _, err = send(c)
-    assert.equals("limited", err.kind)
-    assert.equals("store", err.limit)
+    assert_limited(err, "store", "otp.new")
+    assert.equals(1, err.retry_after)
+    assert.matches("connection refused", err.message, 1, true)
+    -- a store that raises is a failing store too: otp.new never raises
+    c = client{ sends_per_number = { 2, 600 }, key = "k", store = { hit = function() error("boom") end } }
+    _, err = send(c)
+    assert_limited(err, "store", "otp.new")
+    assert.matches("boom", err.message, 1, true)
     assert.equals(0, #sandbox.requests())
+  end)
+
+  it("lets calls go uncounted when the store fails and on_store_error is open", function()
+    local c = client{ sends_per_number = { 1, 600 }, key = "k", on_store_error = "open",
+      store = { hit = function() return nil, "connection refused" end } }
+    assert(send(c))
+    assert(send(c))
+    assert.equals(2, #sandbox.outbox(NUMBER))
+  end)
+
+  it("says through the debug hook that a failing store let a call through", function()
+    local lines = {}
+    local lib = { hmac = contiguity.hmac, random_bytes = contiguity.random_bytes,
+                  debug = function(line) lines[#lines + 1] = line end }
+    local g = guard.new({ sends_per_number = { 1, 600 }, key = "k", on_store_error = "open",
+      store = { hit = function() return nil, "connection refused" end } }, lib)
+    assert.is_nil((g:check("otp.new", { to = NUMBER })))
+    assert.equals(1, #lines)
+    assert.matches("otp.new: the guard's store failed (connection refused); on_store_error = \"open\"",
+      lines[1], 1, true)
+    assert.is_nil(lines[1]:find("5551234567", 1, true))
+    -- closed: no line, a refusal
+    g = guard.new({ sends_per_number = { 1, 600 }, key = "k",
+      store = { hit = function() return nil, "connection refused" end } }, lib)
+    assert.equals("store", g:check("otp.new", { to = NUMBER }).limit)
+    assert.equals(1, #lines)
+  end)
+
+  it("decides over all the limits of a call at once: a refused call counts against none", function()
+    local clock = fake_clock()
+    local c = client{ sends_per_number = { 2, 600 }, sends_total = { 1, 60 }, clock = clock.fn }
+    assert(send(c))
+    clock.now = clock.now + 1
+    local _, err = send(c)
+    assert_limited(err, "sends_total", "otp.new")
+    clock.now = clock.now + 59 -- the total has room again; the number has had one send
+    assert(send(c))
+    assert.equals(2, #sandbox.outbox(NUMBER))
+  end)
+
+  it("has no double limit at a window edge: never more than the limit in any window-long span", function()
+    local clock = fake_clock() -- at the start of a fixed window [now, now + 600)
+    local c = client{ sends_per_number = { 3, 600 }, clock = clock.fn }
+    clock.now = clock.now + 599 -- the end of that fixed window
+    for _ = 1, 3 do assert(send(c)) end
+    clock.now = clock.now + 1 -- a fixed window would start counting afresh here
+    local _, err = send(c)
+    assert_limited(err, "sends_per_number", "otp.new")
+    assert.equals(599, err.retry_after)
+    clock.now = clock.now + 598
+    assert_limited(select(2, send(c)), "sends_per_number", "otp.new")
+    clock.now = clock.now + 1 -- 600 s after the three
+    assert(send(c))
+    assert.equals(4, #sandbox.outbox(NUMBER))
+  end)
+
+  it("limits sends and verifies per caller, and the caller never reaches the API", function()
+    local clock = fake_clock()
+    local who -- set just before each call: check reads it inside the call
+    local seen = {}
+    local function transport(req)
+      seen[#seen + 1] = req.url .. " " .. (req.body or "")
+      for k, v in pairs(req.headers) do seen[#seen + 1] = k .. ": " .. v end
+      return socket_transport(req)
+    end
+    local c = client({ sends_per_caller = { 2, 60 }, verifies_per_caller = { 1, 60 }, clock = clock.fn,
+      caller = function(op, arg)
+        assert.is_string(op)
+        assert.is_table(arg)
+        return who
+      end }, { transport = transport })
+    who = "203.0.113.7"
+    local sent = assert(send(c, "+15550000001"))
+    assert(c.otp.reverse.initiate{ number = "+15550000002" })
+    local _, err = send(c, "+15550000003")
+    assert_limited(err, "sends_per_caller", "otp.new")
+    assert.is_nil(tostring(err):find("203.0.113.7", 1, true))
+    _, err = c.otp.resend{ otp_id = sent.otp_id }
+    assert_limited(err, "sends_per_caller", "otp.resend")
+    assert(c.otp.verify{ otp_id = sent.otp_id, otp = "000000" })
+    _, err = c.otp.verify{ otp_id = sent.otp_id, otp = "000000" }
+    assert_limited(err, "verifies_per_caller", "otp.verify")
+    who = "198.51.100.2" -- another caller has its own allowance
+    assert(send(c, "+15550000003"))
+    assert(c.otp.verify{ otp_id = sent.otp_id, otp = "000000" })
+    who = nil -- no identity: no per-caller limit for that call
+    for i = 4, 6 do assert(send(c, "+1555000000" .. i)) end
+    clock.now = clock.now + 60
+    who = "203.0.113.7"
+    assert(send(c, "+15550000007"))
+    assert.equals(6, #sandbox.outbox()) -- (reverse.initiate sends no message)
+    for _, line in ipairs(seen) do
+      assert.is_nil(line:find("203.0.113.7", 1, true), line)
+      assert.is_nil(line:find("198.51.100.2", 1, true), line)
+    end
+  end)
+
+  it("treats a caller function that raises like a failing store", function()
+    local function boom() error("no request here") end
+    local c = client{ sends_per_caller = { 5, 60 }, caller = boom }
+    local _, err = send(c)
+    assert_limited(err, "caller", "otp.new")
+    assert.matches("no request here", err.message, 1, true)
+    assert.equals(0, #sandbox.requests())
+    c = client{ sends_per_caller = { 5, 60 }, caller = boom, on_store_error = "open" }
+    assert(send(c))
+  end)
+
+  it("check hands record a ticket fixed at check time: reusing the params table charges the right number", function()
+    local g = guard.new({ sends_per_number = { 2, 600 }, clock = fake_clock().fn }, contiguity)
+    local p = { to = NUMBER }
+    local err, ticket = g:check("otp.new", p)
+    assert.is_nil(err)
+    assert.is_string(ticket)
+    assert.is_nil(ticket:find("5551234567", 1, true))
+    p.to = OTHER -- the same table, reused for the next call before the answer
+    g:record("otp.new", ticket, { otp_id = "otp_a" })
+    -- a resend of otp_a counts against NUMBER, which has one send and room for one more
+    assert.is_nil((g:check("otp.resend", { otp_id = "otp_a" })))
+    assert.equals("sends_per_number", g:check("otp.resend", { otp_id = "otp_a" }).limit)
+    assert.equals("sends_per_number", g:check("otp.new", { to = NUMBER }).limit)
+    assert.is_nil((g:check("otp.new", { to = OTHER })))
+    -- nothing to record: no ticket; record never raises
+    assert.is_nil(select(2, g:check("otp.verify", { otp_id = "otp_a", otp = "1" })))
+    g:record("otp.new", nil, { otp_id = "otp_b" })
+    g:record("otp.new", ticket, "not a table")
+    g.store = { hit = function() return true end, put = function() error("down") end }
+    g:record("otp.new", ticket, { otp_id = "otp_c" })
   end)
 
   it("raises for bad guard options", function()
@@ -236,12 +372,25 @@ describe("guard", function()
     assert.error_matches(new{ sends_per_number = 3 }, "sends_per_number")
     assert.error_matches(new{ sends_per_number = { 0, 60 } }, "sends_per_number")
     assert.error_matches(new{ verifies_per_otp = { 3, 0 } }, "verifies_per_otp")
+    assert.error_matches(new{ sends_total = { 3, 0 / 0 } }, "sends_total")
     assert.error_matches(new{ allow_prefixes = { "1" } }, "allow_prefixes")
     assert.error_matches(new{ shared = "nope" }, "lua_shared_dict")
-    assert.error_matches(new{ store = {} }, "incr")
-    assert.error_matches(new{ store = { incr = function() end } }, "guard.key")
+    assert.error_matches(new{ store = {} }, "hit")
+    assert.error_matches(new{ store = { hit = function() end } }, "guard.key", 1, true)
+    assert.error_matches(new{ redis = { port = 6379 } }, "guard.key", 1, true)
+    assert.error_matches(new{ redis = { port = "x" }, key = "k" }, "redis option 'port'")
+    assert.error_matches(new{ redis = { timeout = 0 }, key = "k" }, "redis option 'timeout'")
+    assert.error_matches(new{ redis = { hostname = "x" }, key = "k" }, "unknown redis option 'hostname'")
+    assert.error_matches(new{ redis = { client = {} }, key = "k" }, "eval and evalsha")
+    assert.error_matches(new{ redis = {}, shared = "x", key = "k" }, "exclusive")
     assert.error_matches(new{ max_keys = 1 }, "max_keys")
+    assert.error_matches(new{ max_keys = 10, store = guard.local_store(), key = "k" }, "max_keys")
+    assert.error_matches(new{ sends_per_caller = { 1, 60 } }, "guard.caller", 1, true)
+    assert.error_matches(new{ verifies_per_caller = { 1, 60 }, caller = "ip" }, "caller")
+    assert.error_matches(new{ on_store_error = "ajar" }, "on_store_error")
     assert.error_matches(new{ sends_per_numbr = { 1, 1 } }, "unknown guard option 'sends_per_numbr'")
+    -- an in-process store needs no key
+    client{ store = guard.local_store(10) }:close()
   end)
 
   it("holds at most max_keys keys in the local store, in bounded memory", function()
@@ -252,34 +401,40 @@ describe("guard", function()
     collectgarbage("collect")
     local before = collectgarbage("count")
     local worst = 0
+    local max_keys = require("contiguity.guard.local").DEFAULT_MAX_KEYS
     for i = 1, 100000 do
       local to = string.format("+1555%07d", i)
-      assert.is_nil(g:check("otp.new", { to = to }))
+      assert.is_nil((g:check("otp.new", { to = to })))
       if i % 20000 == 0 or i == 99999 then
         collectgarbage("collect")
         worst = math.max(worst, collectgarbage("count") - before)
-        assert.is_true(g.store:count() <= guard.DEFAULT_MAX_KEYS)
+        assert.is_true(g.store:count() <= max_keys)
       end
     end
-    -- doc/guard.md: at most 24 MiB at the default max_keys on every Lua
-    assert.is_true(worst < 24 * 1024, ("%.1f MiB"):format(worst / 1024))
+    -- doc/guard.md: at most 16 MiB at the default max_keys on every Lua
+    -- (here with a sends_total log of 100,000 times too)
+    assert.is_true(worst < 16 * 1024, ("%.1f MiB"):format(worst / 1024))
     -- a recent number is still counted: its 4th send in the window is refused
-    assert.is_nil(g:check("otp.new", { to = "+15550099999" }))
-    assert.is_nil(g:check("otp.new", { to = "+15550099999" }))
+    assert.is_nil((g:check("otp.new", { to = "+15550099999" })))
+    assert.is_nil((g:check("otp.new", { to = "+15550099999" })))
     assert.equals("sends_per_number", g:check("otp.new", { to = "+15550099999" }).limit)
     -- once every window has passed, a generation is dropped whole
     clock.now = clock.now + 1200
-    assert.is_nil(g:check("otp.new", { to = NUMBER }))
-    assert.is_true(g.store:count() <= 2)
+    assert.is_nil((g:check("otp.new", { to = NUMBER })))
+    assert.is_true(g.store:count() <= 3)
   end)
 
   it("evicts the least recently used generation at max_keys", function()
-    local s = guard.local_store(10, function() return 100 end)
-    for i = 1, 6 do s:incr("k" .. i, 1, 60) end -- k6 starts a new generation
-    s:incr("k1", 1, 60) -- used again: moves forward
-    for i = 7, 10 do s:incr("k" .. i, 1, 60) end -- k10 starts another: k2..k5 go
+    local s = guard.local_store(10)
+    local function hit(k) return s:hit(100, { { key = k, count = 3, window = 60 } }) end
+    for i = 1, 6 do assert.is_true(hit("k" .. i)) end -- k6 starts a new generation
+    assert.is_true(hit("k1")) -- used again: moves forward
+    for i = 7, 10 do assert.is_true(hit("k" .. i)) end -- k10 starts another: k2..k5 go
     assert.is_true(s:count() <= 10)
-    assert.equals(3, s:incr("k1", 1, 60))
-    assert.equals(1, s:incr("k2", 1, 60)) -- k2 was dropped
+    assert.is_true(hit("k1")) -- its third
+    assert.is_false(hit("k1")) -- k1 kept its count
+    assert.is_true(hit("k2"))
+    assert.is_true(hit("k2"))
+    assert.is_true(hit("k2")) -- k2 was dropped: three more
   end)
 end)

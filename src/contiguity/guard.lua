@@ -1,18 +1,19 @@
--- contiguity.guard: abuse limits for OTP calls (SMS pumping, code guessing):
--- fixed-window counters keyed by an HMAC of the number, kept in a local
--- table, an nginx lua_shared_dict or a store of your own. See doc/guard.md.
--- contiguity.new makes one when its `guard` option is set; the client calls
--- check before any I/O and record after a successful call.
-local floor, ceil, max = math.floor, math.ceil, math.max
-local type, pairs, ipairs, next, tostring, setmetatable = type, pairs, ipairs, next, tostring, setmetatable
+-- contiguity.guard: abuse limits for OTP calls (SMS pumping, code guessing).
+-- Sliding-window limits per number, per OTP, per caller and in total, keyed
+-- by an HMAC of the number (never the number), kept in a store: this
+-- process (contiguity.guard.local), an nginx lua_shared_dict
+-- (contiguity.guard.shared) or Redis (contiguity.guard.redis). See
+-- doc/guard.md. contiguity.new makes one when its `guard` option is set;
+-- the client calls check before any I/O and record after a successful call.
+local ceil, max, floor = math.ceil, math.max, math.floor
+local type, pairs, ipairs, tostring, setmetatable, select = type, pairs, ipairs, tostring, setmetatable, select
+local unpack = table.unpack or unpack -- luacheck: ignore 143
 
 local M = {}
 
-M.DEFAULT_MAX_KEYS = 100000
 -- How long resend remembers which number an otp_id was sent to: an OTP
 -- lives 15 minutes and resend does not renew it.
 M.MAP_TTL = 900
-M.PREFIX = "cg:"
 
 -- Which calls the guard looks at, and how.
 local OPS = {
@@ -22,11 +23,12 @@ local OPS = {
   ["otp.reverse.initiate"] = "initiate",
 }
 
-local LIMITS = { sends_per_number = true, verifies_per_otp = true, sends_total = true }
+local LIMITS = { "sends_per_number", "sends_per_caller", "sends_total", "verifies_per_otp", "verifies_per_caller" }
 local OPTIONS = {
-  sends_per_number = true, verifies_per_otp = true, sends_total = true,
-  allow_prefixes = true, shared = true, store = true, key = true, clock = true, max_keys = true,
+  allow_prefixes = true, caller = true, on_store_error = true, key = true, clock = true,
+  shared = true, redis = true, store = true, max_keys = true,
 }
+for _, name in ipairs(LIMITS) do OPTIONS[name] = true end
 
 -- Bad options are misuse: they raise from contiguity.new, like its own.
 local function bad(name, why)
@@ -37,115 +39,33 @@ local function whole(v)
   return type(v) == "number" and v == floor(v) and v >= 1 and v < 2 ^ 31
 end
 
----------------------------------------------------------------------------
--- The in-process store: two generations of counters. New keys go into the
--- current generation; when it holds max_keys/2 keys, or has lived longer
--- than the longest window given to it, it becomes the previous generation
--- and the old previous one is dropped whole (O(1), no scan). A key found in
--- the previous generation moves to the current one, so what is dropped is
--- what was least recently used; a generation is also dropped as soon as
--- everything in it has expired. At most max_keys keys are ever held.
----------------------------------------------------------------------------
-local Local = {}
-Local.__index = Local
+local function pack(...) return { n = select("#", ...), ... } end
 
-function M.local_store(max_keys, clock)
-  max_keys = max_keys or M.DEFAULT_MAX_KEYS
-  return setmetatable({
-    half = max(1, floor(max_keys / 2)), clock = clock or os.time,
-    cv = {}, ce = {}, cn = 0, cborn = nil, cspan = 0, cuntil = -1, -- current
-    ov = {}, oe = {}, ountil = -1,                                   -- previous
-  }, Local)
+-- protect(f, ...) -> true, results | false, error: pcall, except that on
+-- PUC Lua 5.1 (whose pcall cannot yield) f runs in a coroutine of its own
+-- and its yields are passed through, so a store on a yielding client
+-- (copas, a host's event loop) still works under a host transport there.
+local function protect(f, ...)
+  return pcall(f, ...)
 end
-
--- Drops a generation once everything in it has expired.
-function Local:_sweep(now)
-  if now >= self.ountil and next(self.oe) ~= nil then
-    self.ov, self.oe = {}, {}
-  end
-  if now >= self.cuntil and self.cn > 0 then
-    self.cv, self.ce, self.cn, self.cborn, self.cspan, self.cuntil = {}, {}, 0, nil, 0, -1
-  end
-end
-
--- The live value and expiry of key, taken out of the previous generation
--- if it is there (the caller puts it back into the current one).
-function Local:_take(key, now)
-  local e = self.ce[key]
-  if e ~= nil then
-    if e > now then return self.cv[key], e end
-    self.cv[key], self.ce[key], self.cn = nil, nil, self.cn - 1
-    return nil
-  end
-  e = self.oe[key]
-  if e ~= nil then
-    local v = self.ov[key]
-    self.ov[key], self.oe[key] = nil, nil
-    if e > now then return v, e end
-  end
-  return nil
-end
-
-function Local:_put(key, v, e, ttl, now)
-  if self.ce[key] == nil then
-    if self.cn >= self.half or (self.cborn ~= nil and now >= self.cborn + self.cspan) then
-      self.ov, self.oe, self.ountil = self.cv, self.ce, self.cuntil
-      self.cv, self.ce, self.cn, self.cborn, self.cspan, self.cuntil = {}, {}, 0, nil, 0, -1
+if _VERSION == "Lua 5.1" and type(jit) ~= "table" then
+  local create, resume, status, yield, running = coroutine.create, coroutine.resume, coroutine.status,
+    coroutine.yield, coroutine.running
+  protect = function(f, ...)
+    local co = create(f)
+    local r = pack(resume(co, ...))
+    while r[1] and status(co) ~= "dead" do
+      if running() == nil then return false, "the guard's store yielded outside a coroutine" end
+      r = pack(resume(co, yield(unpack(r, 2, r.n))))
     end
-    self.cn = self.cn + 1
-    if self.cborn == nil then self.cborn = now end
+    return unpack(r, 1, r.n)
   end
-  self.cv[key], self.ce[key] = v, e
-  if e > self.cuntil then self.cuntil = e end
-  if ttl > self.cspan then self.cspan = ttl end
 end
+M.protect = protect
 
--- store:incr(key, by, ttl) -> count: a new key starts at 0 and lives ttl
--- seconds from its first incr (a fixed window).
-function Local:incr(key, by, ttl)
-  local now = self.clock()
-  self:_sweep(now)
-  local v, e = self:_take(key, now)
-  if v == nil then v, e = 0, now + ttl end
-  v = v + by
-  self:_put(key, v, e, ttl, now)
-  return v
-end
-
-function Local:get(key)
-  local now = self.clock()
-  self:_sweep(now)
-  local v, e = self:_take(key, now)
-  if v ~= nil then self:_put(key, v, e, 0, now) end
-  return v
-end
-
-function Local:set(key, value, ttl)
-  local now = self.clock()
-  self:_sweep(now)
-  self:_take(key, now)
-  self:_put(key, value, now + ttl, ttl, now)
-  return true
-end
-
--- How many keys it holds (for specs and monitoring).
-function Local:count()
-  local n = self.cn
-  for _ in pairs(self.oe) do n = n + 1 end
-  return n
-end
-
----------------------------------------------------------------------------
--- An nginx lua_shared_dict: every worker sees the same counts. incr with
--- init and init_ttl is one atomic operation in the dict.
----------------------------------------------------------------------------
-function M.shared_store(dict)
-  return {
-    incr = function(_, key, by, ttl) return dict:incr(key, by, 0, ttl) end,
-    get = function(_, key) return dict:get(key) end,
-    set = function(_, key, value, ttl) return dict:set(key, value, ttl) end,
-  }
-end
+function M.local_store(max_keys) return require("contiguity.guard.local").new(max_keys) end
+function M.shared_store(dict, opts) return require("contiguity.guard.shared").new(dict, opts) end
+function M.redis_store(opts) return require("contiguity.guard.redis").new(opts) end
 
 ---------------------------------------------------------------------------
 -- The guard
@@ -156,41 +76,94 @@ Guard.__index = Guard
 local function check_limit(opts, name)
   local l = opts[name]
   if l == nil then return nil end
-  if type(l) ~= "table" or not whole(l[1]) or type(l[2]) ~= "number" or not (l[2] >= 1)
+  -- (l[2] ~= l[2]: NaN)
+  if type(l) ~= "table" or not whole(l[1]) or type(l[2]) ~= "number" or l[2] ~= l[2] or l[2] < 1
     or l[2] > 31 * 86400 then
     bad(name, "must be { count, window_seconds } (count >= 1, window 1 s to 31 days)")
   end
-  return { l[1], l[2] }
+  return { count = l[1], window = l[2], name = name }
 end
 
--- A per-deployment hashing key when the user gives none: random per
--- process, except in a shared dict, where the first worker's random key is
--- added atomically and every worker reads the same one (else their hashes,
--- and so their counts, would differ).
-local function pick_key(opts, lib, dict)
+-- The per-deployment hashing key. Without guard.key: random per process,
+-- except in a lua_shared_dict, where the first worker's random key is added
+-- atomically (safe_add: never evicting another key) and every worker reads
+-- the same one (else their hashes, and so their counts, would differ). A
+-- store shared beyond one nginx (Redis, your own) needs guard.key.
+local function pick_key(opts, lib, store, name)
   if opts.key ~= nil then
     if type(opts.key) ~= "string" or opts.key == "" then bad("key", "must be a non-empty string") end
     return opts.key
   end
+  if store.needs_key ~= false then
+    bad(name, "needs guard.key: every process sharing the store must hash numbers with the same key")
+  end
   local k = lib.random_bytes(32)
+  local dict = store.dict
   if dict then
-    dict:add(M.PREFIX .. "key", k)
-    k = dict:get(M.PREFIX .. "key") or k
+    local slot = store.prefix .. "key"
+    local ok, err = dict:safe_add(slot, k)
+    if not ok and err ~= "exists" then
+      bad("shared", "cannot keep the guard's hashing key in the lua_shared_dict (" .. tostring(err)
+        .. "): give it more memory, or set guard.key")
+    end
+    k = dict:get(slot) or k
   end
   return k
 end
 
--- guard.new(opts, lib): lib = { hmac, random_bytes, error_mt } from the C
--- module (contiguity.new passes it; contiguity.hmac/random_bytes are the
--- same functions).
+-- The clock the guard reads when the store has none of its own, and its
+-- resolution: a call stamped t happened in [t, t + resolution), so every
+-- window is that much longer (never a shorter one than asked for).
+local function default_clock()
+  if type(ngx) == "table" and ngx.now and ngx.update_time then
+    local now, update = ngx.now, ngx.update_time
+    return function() update(); return now() end, 0.001
+  end
+  local ok, socket = pcall(require, "socket")
+  if ok and type(socket) == "table" and socket.gettime then return socket.gettime, 1e-6 end
+  return os.time, 1
+end
+
+local function make_store(opts)
+  local n = (opts.shared ~= nil and 1 or 0) + (opts.redis ~= nil and 1 or 0) + (opts.store ~= nil and 1 or 0)
+  if n > 1 then bad("store", "'shared', 'redis' and 'store' are exclusive: give one") end
+  if opts.max_keys ~= nil and (not whole(opts.max_keys) or opts.max_keys < 2) then
+    bad("max_keys", "must be a whole number >= 2")
+  end
+  if opts.max_keys ~= nil and n > 0 then bad("max_keys", "applies only to the local store") end
+  if opts.shared ~= nil then
+    if type(opts.shared) ~= "string" then bad("shared", "must be a lua_shared_dict name") end
+    local dict = type(ngx) == "table" and ngx.shared and ngx.shared[opts.shared]
+    if not dict then
+      bad("shared", "names no lua_shared_dict (add `lua_shared_dict " .. opts.shared
+        .. " 10m;` to the http block of nginx.conf)")
+    end
+    return M.shared_store(dict), "shared"
+  elseif opts.redis ~= nil then
+    if type(opts.redis) ~= "table" then bad("redis", "must be a table of Redis options") end
+    if opts.key == nil then bad("redis", "needs guard.key: every process sharing Redis must hash numbers alike") end
+    return require("contiguity.guard.redis").new(opts.redis, "contiguity.new: guard option 'redis'"), "redis"
+  elseif opts.store ~= nil then
+    local s = opts.store
+    if (type(s) ~= "table" and type(s) ~= "userdata") or type(s.hit) ~= "function" then
+      bad("store", "must have a hit(self, now, limits) method (see doc/guard.md)")
+    end
+    return s, "store"
+  end
+  return M.local_store(opts.max_keys), "store"
+end
+
+-- guard.new(opts, lib): lib = { hmac, random_bytes, error_mt, debug } from
+-- the C module (contiguity.new passes it; contiguity.hmac/random_bytes are
+-- the same functions; debug is the client's debug option).
 function M.new(opts, lib)
   if type(opts) ~= "table" then bad("guard", "must be a table") end
   lib = lib or require("contiguity")
   for k in pairs(opts) do
     if not OPTIONS[k] then error("contiguity.new: unknown guard option '" .. tostring(k) .. "'", 0) end
   end
-  local g = setmetatable({ hmac = lib.hmac, error_mt = lib.error_mt }, Guard)
-  for name in pairs(LIMITS) do g[name] = check_limit(opts, name) end
+  local g = setmetatable({ hmac = lib.hmac, error_mt = lib.error_mt, debug = lib.debug }, Guard)
+  for _, name in ipairs(LIMITS) do g[name] = check_limit(opts, name) end
 
   if opts.allow_prefixes ~= nil then
     local p = opts.allow_prefixes
@@ -204,37 +177,32 @@ function M.new(opts, lib)
     end
   end
 
-  if opts.clock ~= nil and type(opts.clock) ~= "function" then bad("clock", "must be a function") end
-  g.clock = opts.clock or (type(ngx) == "table" and ngx.now) or os.time
+  if opts.caller ~= nil and type(opts.caller) ~= "function" then bad("caller", "must be a function") end
+  g.caller = opts.caller
+  if (g.sends_per_caller or g.verifies_per_caller) and not g.caller then
+    bad(g.sends_per_caller and "sends_per_caller" or "verifies_per_caller",
+      "needs guard.caller, a function that names the caller of each call")
+  end
 
-  if opts.shared ~= nil and opts.store ~= nil then bad("shared", "and 'store' cannot both be set") end
-  if opts.max_keys ~= nil and (not whole(opts.max_keys) or opts.max_keys < 2) then
-    bad("max_keys", "must be a whole number >= 2")
+  local policy = opts.on_store_error
+  if policy ~= nil and policy ~= "closed" and policy ~= "open" then
+    bad("on_store_error", "must be \"closed\" or \"open\"")
   end
-  local dict
-  if opts.shared ~= nil then
-    if type(opts.shared) ~= "string" then bad("shared", "must be a lua_shared_dict name") end
-    dict = type(ngx) == "table" and ngx.shared and ngx.shared[opts.shared]
-    if not dict then
-      bad("shared", "names no lua_shared_dict (add `lua_shared_dict " .. opts.shared
-        .. " 10m;` to the http block of nginx.conf)")
-    end
-    g.store = M.shared_store(dict)
-  elseif opts.store ~= nil then
-    local s = opts.store
-    if (type(s) ~= "table" and type(s) ~= "userdata") or type(s.incr) ~= "function" then
-      bad("store", "must have an incr(self, key, by, ttl) method")
-    end
-    if opts.key == nil then
-      bad("store", "needs guard.key: every process sharing the store must hash numbers alike")
-    end
-    g.store = s
+  g.fail_open = policy == "open"
+
+  local store, name = make_store(opts)
+  g.store = store
+  g.key = pick_key(opts, lib, store, name)
+  g.can_map = type(store.put) == "function"
+
+  if opts.clock ~= nil then
+    if type(opts.clock) ~= "function" then bad("clock", "must be a function") end
+    g.clock, g.resolution = opts.clock, 0
+  elseif name == "redis" then
+    g.clock, g.resolution = nil, 0.001 -- Redis TIME, in whole milliseconds
   else
-    g.store = M.local_store(opts.max_keys, g.clock)
+    g.clock, g.resolution = default_clock()
   end
-  if opts.max_keys ~= nil and g.store.count == nil then bad("max_keys", "applies only to the local store") end
-  g.key = pick_key(opts, lib, dict)
-  g.can_map = type(g.store.get) == "function" and type(g.store.set) == "function"
   return g
 end
 
@@ -252,22 +220,28 @@ function Guard:_error(op, kind, message, fields)
   return e
 end
 
--- One fixed window: window index = floor(now / window), one atomic incr of
--- "cg:<name>:<subject>:<index>" that lives until the window ends.
-function Guard:_hit(limit, name, subject, op, now)
-  local count, window = limit[1], limit[2]
-  local index = floor(now / window)
-  local left = max(1, ceil((index + 1) * window - now))
-  local n, err = self.store:incr(M.PREFIX .. subject .. ":" .. string.format("%d", index), 1, left)
-  if type(n) ~= "number" then
-    return self:_error(op, "limited", "the guard's store failed (" .. tostring(err)
-      .. "); the call was not made", { limit = "store", retry_after = 1 })
+-- One line through the client's debug option (never a number, a caller
+-- or a key: only hashes ever reach the store, and the store's messages).
+function Guard:_say(line)
+  local d = self.debug
+  if d == true then
+    io.stderr:write(line, "\n")
+  elseif type(d) == "function" then
+    pcall(d, line)
   end
-  if n > count then
-    return self:_error(op, "limited", ("refused by the guard: %s allows %d per %g s; retry after %d s")
-      :format(name, count, window, left), { limit = name, retry_after = left })
+end
+
+-- What to do when the store (or the caller function) failed: refuse the
+-- call ("closed", the default) or let it go uncounted ("open").
+function Guard:_failed(op, what, err, ticket)
+  if self.fail_open then
+    self:_say(("contiguity: %s: the guard's %s failed (%s); on_store_error = \"open\": "
+      .. "the call goes ahead uncounted"):format(op, what, tostring(err)))
+    return nil, ticket
   end
-  return nil
+  return self:_error(op, "limited", ("refused by the guard: its %s failed (%s) and on_store_error is \"closed\"; "
+    .. "retry after 1 s"):format(what, tostring(err)), { limit = what == "caller function" and "caller" or "store",
+    retry_after = 1 })
 end
 
 local function allowed(prefixes, number)
@@ -277,56 +251,102 @@ local function allowed(prefixes, number)
   return false
 end
 
--- guard:check(op, arg) -> err, or nil, ticket. arg is the validated params
--- table (or otp_id string). Counts the call: a call it lets through has used
--- one of its allowance whether or not the API then accepts it. The ticket is
--- what record needs, taken from arg now: an async call's params table may
--- have been changed by the time its callback runs.
-function Guard:check(op, arg)
-  local kind = OPS[op]
-  if kind == nil then return nil end
-  local now = self.clock()
-  if kind == "verify" then
-    if self.verifies_per_otp == nil then return nil end
-    return self:_hit(self.verifies_per_otp, "verifies_per_otp", "v:" .. self:_hash("o", arg.otp_id), op, now)
+-- The limits that apply to one call, as the store takes them (see
+-- contiguity.guard.local's hit), and the ticket record will get; or nil
+-- and the refusal (allow_prefixes); or false and why the caller function
+-- failed.
+function Guard:_limits(kind, op, arg)
+  local limits, ticket = {}, nil
+  local slack = self.resolution
+  local function add(limit, key)
+    limits[#limits + 1] = { key = key, count = limit.count, window = limit.window + slack, name = limit.name }
+    return limits[#limits]
   end
-  local subject
+  local who
+  local per_caller = kind == "verify" and self.verifies_per_caller or kind ~= "verify" and self.sends_per_caller
+  if per_caller then
+    local ok, id = pcall(self.caller, op, arg)
+    if not ok then
+      if not self.fail_open then return false, id end
+      self:_say(("contiguity: %s: the guard's caller function failed (%s); on_store_error = \"open\": "
+        .. "no per-caller limit for this call"):format(op, tostring(id)))
+    elseif id ~= nil then
+      who = self:_hash("c", tostring(id))
+    end
+  end
+  if kind == "verify" then
+    if self.verifies_per_otp then add(self.verifies_per_otp, "v:" .. self:_hash("o", arg.otp_id)) end
+    if who then add(per_caller, "cv:" .. who) end
+    return limits
+  end
   if kind == "resend" then
     if self.sends_per_number then
       local id = self:_hash("o", arg.otp_id)
-      subject = self.can_map and self.store:get(M.PREFIX .. "m:" .. id)
-      if type(subject) ~= "string" then subject = id end -- unknown otp_id: counted per otp_id
+      -- counted against the number record put under the otp_id; an otp_id
+      -- it never saw is counted per otp_id
+      local l = add(self.sends_per_number, "n:" .. id)
+      if self.can_map then l.map, l.via = "m:" .. id, "n:" end
     end
   else
     local field = kind == "initiate" and "number" or "to"
     local number = arg[field]
     if self.prefixes and not allowed(self.prefixes, number) then
-      return self:_error(op, "invalid", field .. " is outside the guard's allow_prefixes",
+      return nil, self:_error(op, "invalid", field .. " is outside the guard's allow_prefixes",
         { field = field })
     end
-    if self.sends_per_number then subject = self:_hash("n", number) end
+    if self.sends_per_number then
+      local h = self:_hash("n", number)
+      add(self.sends_per_number, "n:" .. h)
+      if kind == "send" and self.can_map then ticket = h end
+    end
   end
-  if subject then
-    local err = self:_hit(self.sends_per_number, "sends_per_number", "n:" .. subject, op, now)
-    if err then return err end
+  if who then add(per_caller, "cs:" .. who) end
+  if self.sends_total then add(self.sends_total, "t") end
+  return limits, ticket
+end
+
+-- guard:check(op, arg) -> err | nil, ticket. arg is the validated params
+-- table (or otp_id string). Counts the call: a call it lets through has
+-- used one of its allowance whether or not the API then accepts it. The
+-- ticket (nil when there is nothing to record) goes to record when the
+-- call succeeds: what to remember is fixed now, not when the answer comes.
+-- Never raises: a failing store or caller function is on_store_error's.
+function Guard:check(op, arg)
+  local kind = OPS[op]
+  if kind == nil then return nil end
+  local limits, ticket = self:_limits(kind, op, arg)
+  if limits == nil then return ticket end
+  if limits == false then return self:_failed(op, "caller function", ticket) end
+  if #limits == 0 then return nil, ticket end
+  local store = self.store
+  local now = self.clock and self.clock()
+  local ok, verdict, i, wait = protect(store.hit, store, now, limits)
+  if not ok then return self:_failed(op, "store", verdict, ticket) end
+  if verdict == true then return nil, ticket end
+  if verdict == false and limits[i] then
+    local l = limits[i]
+    local left = max(1, ceil(wait or 1))
+    return self:_error(op, "limited", ("refused by the guard: %s allows %d per %g s; retry after %d s")
+      :format(l.name, l.count, l.window - self.resolution, left), { limit = l.name, retry_after = left })
   end
-  if self.sends_total then
-    local err = self:_hit(self.sends_total, "sends_total", "t", op, now)
-    if err then return err end
-  end
-  -- the ticket: what record needs, fixed now (the caller may change params later)
-  if kind == "send" then return nil, subject end
-  return nil
+  return self:_failed(op, "store", i or "no answer", ticket)
 end
 
 -- guard:record(op, ticket, result): after a successful call, with the
 -- ticket check returned. otp.new's otp_id is remembered (as hashes, for
--- MAP_TTL seconds) so a resend of it counts against its number.
+-- MAP_TTL seconds) so that a resend of it counts against its number.
+-- Never raises: a failure costs that mapping, never the caller's result.
 function Guard:record(op, ticket, res)
-  if op ~= "otp.new" or type(ticket) ~= "string" or not self.can_map then return end
+  if op ~= "otp.new" or type(ticket) ~= "string" then return end
   local id = type(res) == "table" and res.otp_id
   if type(id) ~= "string" or id == "" then return end
-  self.store:set(M.PREFIX .. "m:" .. self:_hash("o", id), ticket, M.MAP_TTL)
+  local store = self.store
+  local ok, done, err = protect(store.put, store, "m:" .. self:_hash("o", id), ticket, M.MAP_TTL,
+    self.clock and self.clock())
+  if not (ok and done) then
+    self:_say(("contiguity: %s: the guard's store could not remember the otp_id (%s); its resends count per otp_id")
+      :format(op, tostring(ok and err or done)))
+  end
 end
 
 return M
