@@ -6,7 +6,6 @@
 -- hung mid-run. Clients: lua-redis (where `require "redis"` loads: Debian
 -- ships it for 5.1-5.3, which LuaJIT reads too) and any object with
 -- eval/evalsha (spec/helpers/redis.lua's, on every Lua).
-local contiguity = require("contiguity")
 local guard = require("contiguity.guard")
 local socket = require("socket")
 local sandbox = require("spec.helpers.sandbox")
@@ -231,8 +230,7 @@ describe("guard with Redis", function()
       local LIMIT, EACH = 4, 50
       local script = os.tmpname()
       shell.write_file(script, ([[
-        local contiguity = require("contiguity")
-        local rh = require("spec.helpers.redis")
+                local rh = require("spec.helpers.redis")
         local port = %d
         local c = contiguity.new(%q, { base_url = %q, guard = { key = %q,
           sends_per_number = { %d, 600 }, redis = { port = port, timeout = 2 } } })

@@ -90,12 +90,21 @@ end
 local Store = {}
 Store.__index = Store
 
+local YIELD_HINT = "the Redis store runs on nginx cosockets, which cannot yield under the blocking "
+  .. "libcurl client: in nginx use contiguity.resty (or a transport)"
+
 -- One round trip on a connection of the store: the connection kept between
 -- calls (lua-redis, a `connect` function), the host's own client, or one
 -- taken from the cosocket pool for this call (resty.redis).
 function Store:_call(args)
   if self.client ~= nil then return run(self.protect, self.client, args) end
-  if self.resty ~= nil then return self:_resty_call(args) end
+  if self.resty ~= nil then
+    -- (pcall: LuaJIT's yields across it; a cosocket under a C call cannot)
+    local ok, res, err = pcall(self._resty_call, self, args)
+    if ok then return res, err end
+    if tostring(res):find("yield across", 1, true) then return nil, YIELD_HINT end
+    return nil, tostring(res)
+  end
   local conn = self.conn
   if conn == nil then
     local ok, c, err = self.protect(self.open, self)
@@ -113,10 +122,7 @@ function Store:_call(args)
 end
 
 function Store:_resty_call(args)
-  if coroutine.isyieldable and not coroutine.isyieldable() then
-    return nil, "the Redis store runs on nginx cosockets, which cannot yield under the blocking "
-      .. "libcurl client: in nginx use contiguity.resty (or a transport)"
-  end
+  if coroutine.isyieldable and not coroutine.isyieldable() then return nil, YIELD_HINT end
   local red, err = self.resty:new()
   if not red then return nil, tostring(err) end
   red:set_timeout(self.connect_ms)
