@@ -1,4 +1,5 @@
--- cli_spec.lua: bin/contiguity-otp run for real against the sandbox; interactive runs through tmux.
+-- cli_spec.lua: bin/contiguity-otp run for real against the sandbox; interactive runs through tmux;
+-- and its code, contiguity.cli, called in-process (main(argv, sys)) with files for stdin/stdout/stderr.
 local cjson = require "cjson"
 local sandbox = require "spec.helpers.sandbox"
 local shell = require "spec.helpers.shell"
@@ -152,6 +153,61 @@ describe("contiguity-otp", function()
       assert.truthy(err:find("--interval must be a number", 1, true))
     end)
 
+    it("treats a command group like the bare command: 2 alone, 0 with --help, 2 for an unknown member", function()
+      local status, out, err = cli({ "reverse" })
+      assert.are.equal(2, status)
+      assert.are.equal("", out)
+      assert.truthy(err:find("reverse needs a command", 1, true))
+      assert.truthy(err:find("reverse status OTP_ID", 1, true))
+      status, out = cli({ "reverse", "--help" })
+      assert.are.equal(0, status)
+      assert.truthy(out:find("reverse start NUMBER", 1, true))
+      for _, group in ipairs { "reverse", "webhook" } do
+        status, out, err = cli({ group, "bogus" })
+        assert.are.equal(2, status)
+        assert.are.equal("", out)
+        assert.truthy(err:find("unknown " .. group .. " command 'bogus'", 1, true), err)
+      end
+    end)
+
+    it("prints its version and the module's with --version, exit 0", function()
+      local status, out = cli({ "--version" })
+      assert.are.equal(0, status)
+      assert.matches("^contiguity%-otp %d+%.%d+%.%d+\nmodule contiguity %d+%.%d+%.%d+ %(libcurl [%d.]+, ", out)
+    end)
+
+    it("with --json, every error is {error = {kind, message}} on stdout, exit 2", function()
+      local cases = {
+        { args = {}, kind = "usage", message = "no command" },
+        { args = { "frobnicate" }, kind = "usage", message = "unknown command 'frobnicate'" },
+        { args = { "reverse" }, kind = "usage", message = "reverse needs a command" },
+        { args = { "reverse", "bogus" }, kind = "usage", message = "unknown reverse command 'bogus'" },
+        { args = { "send" }, kind = "usage", message = "send: expected 1 argument, got 0" },
+        { args = { "send", NUMBER, "--colour", "red" }, kind = "usage", message = "send: unknown option --colour" },
+        { args = { "send", NUMBER }, unset = { "CONTIGUITY_API_KEY", "CONTIGUITY_TOKEN" }, kind = "config",
+          message = "no token: set CONTIGUITY_API_KEY (or CONTIGUITY_TOKEN) to your contiguity_sk_... key" },
+        { args = { "send", NUMBER }, env = "CONTIGUITY_API_KEY=sk_wrong", kind = "config",
+          message = "token must start with contiguity_sk_ and contain no spaces or control characters" },
+        { args = { "webhook", "verify", "--header", "t=1,v1=00" }, unset = { "CONTIGUITY_WEBHOOK_SECRET" },
+          kind = "config", message = "webhook verify: give the secret with --secret or CONTIGUITY_WEBHOOK_SECRET" },
+        { args = { "send", "12345" }, kind = "invalid" },
+        { args = { "verify", "otp_unknown", "123456" }, kind = "api" },
+      }
+      for _, case in ipairs(cases) do
+        local args = { (unpack or table.unpack)(case.args) }
+        args[#args + 1] = "--json"
+        local status, out, err = cli(args, { unset = case.unset, env = case.env })
+        local what = table.concat(args, " ")
+        assert.are.equal(2, status, what)
+        local e = json(out).error
+        assert.are.equal(case.kind, e.kind, what)
+        assert.are.equal("string", type(e.message), what)
+        if case.message then assert.are.equal(case.message, e.message, what) end
+        assert.is_nil(e.message:find("contiguity.new", 1, true), what)
+        assert.truthy(#err > 0, what) -- the message still goes to stderr
+      end
+    end)
+
     it("exits 2 without a token", function()
       local status, _, err = cli({ "send", NUMBER }, { unset = { "CONTIGUITY_API_KEY", "CONTIGUITY_TOKEN" } })
       assert.are.equal(2, status)
@@ -265,6 +321,19 @@ describe("contiguity-otp", function()
       assert.is_false(res.verified)
       assert.are.equal(2, res.attempts)
       assert.truthy(err:find("wrong code, try again", 1, true))
+    end)
+
+    it("ends each prompt line itself when the input is piped (q: not verified on a line of its own)", function()
+      local status, out = cli({ NUMBER }, { stdin = "000001\nq\n" })
+      assert.are.equal(1, status)
+      local lines = {}
+      for line in out:gmatch("([^\n]*)\n") do lines[#lines + 1] = line end
+      assert.truthy(lines[1]:find("^sent a code to "), out)
+      assert.are.equal("enter the code (r: resend, q: quit): ", lines[2])
+      assert.are.equal("wrong code, try again", lines[3])
+      assert.are.equal("enter the code (r: resend, q: quit): ", lines[4])
+      assert.are.equal("not verified", lines[5])
+      assert.are.equal(5, #lines)
     end)
   end)
 
@@ -441,6 +510,88 @@ describe("contiguity-otp", function()
         stdin = BODY, unset = { "CONTIGUITY_WEBHOOK_SECRET" } })
       assert.are.equal(2, status)
       assert.truthy(err:find("secret", 1, true))
+    end)
+  end)
+  describe("in-process (contiguity.cli.main)", function()
+    local cli_module = require "contiguity.cli"
+
+    -- main(argv, sys) with temporary files for the three streams and an environment
+    -- of its own (the sandbox and its token unless opts.env says otherwise; false unsets).
+    local function run(argv, opts)
+      opts = opts or {}
+      local out, err, input = io.tmpfile(), io.tmpfile(), io.tmpfile()
+      input:write(opts.stdin or "")
+      input:seek("set")
+      local vars = { CONTIGUITY_BASE_URL = sandbox.url(), CONTIGUITY_API_KEY = sandbox.TOKEN }
+      for k, v in pairs(opts.env or {}) do vars[k] = v or nil end
+      local status = cli_module.main(argv, {
+        stdout = out, stderr = err, stdin = input,
+        getenv = function(name) return vars[name] end,
+        isatty = function() return false end,
+        sleep = function() return true end,
+      })
+      out:seek("set")
+      err:seek("set")
+      local o, e = out:read("*a"), err:read("*a")
+      out:close(); err:close(); input:close()
+      return status, o, e
+    end
+
+    it("has the C module's version", function()
+      assert.are.equal(require("contiguity")._VERSION, cli_module.VERSION)
+      local status, out = run({ "--version", "--json" })
+      assert.are.equal(0, status)
+      assert.are.equal(cli_module.VERSION, json(out).version)
+      assert.are.equal(cli_module.VERSION, json(out).module.version)
+    end)
+
+    it("sends, verifies and resends against the sandbox", function()
+      local status, out = run({ "send", NUMBER, "--json" })
+      assert.are.equal(0, status)
+      local id = json(out).otp_id
+      local code = sandbox.last_code(NUMBER)
+      status, out = run({ "verify", id, code })
+      assert.are.equal(0, status)
+      assert.are.equal("verified\n", out)
+      status, out = run({ "resend", id })
+      assert.are.equal(1, status)
+      assert.are.equal("not resent (the code was used or has expired)\n", out)
+    end)
+
+    it("gives usage, config and API errors their kinds, on stdout with --json", function()
+      local status, out, err = run({ "reverse", "--json" })
+      assert.are.equal(2, status)
+      assert.are.same({ error = { kind = "usage", message = "reverse needs a command" } }, json(out))
+      assert.truthy(err:find("reverse cancel OTP_ID", 1, true))
+      status, out = run({ "send", NUMBER, "--json" }, { env = { CONTIGUITY_API_KEY = false } })
+      assert.are.equal(2, status)
+      assert.are.equal("config", json(out).error.kind)
+      status, out = run({ "resend", "otp_x", "--json" }, { env = { CONTIGUITY_BASE_URL = "http://127.0.0.1:1" } })
+      assert.are.equal(2, status)
+      assert.are.equal("network", json(out).error.kind)
+      assert.are.equal("otp.resend", json(out).error.op)
+      status, out = run({ "send", NUMBER }, { env = { CONTIGUITY_BASE_URL = "http://example.com" } })
+      assert.are.equal(2, status)
+      assert.are.equal("", out)
+    end)
+
+    it("runs the interactive flow from piped input", function()
+      local status, out = run({ NUMBER }, { stdin = "r\nq\n" })
+      assert.are.equal(1, status)
+      assert.truthy(out:find("\nsent the code again\n", 1, true), out)
+      assert.truthy(out:find(": \nnot verified\n$"), out)
+      assert.are.equal(2, #sandbox.outbox(NUMBER))
+    end)
+
+    it("verifies a webhook delivery from stdin", function()
+      local contiguity = require "contiguity"
+      local body = '{"id":"evt_1","type":"otp.reverse.verified","timestamp":1,"api_version":"v1","data":{}}'
+      local t = tostring(os.time())
+      local h = "t=" .. t .. ",v1=" .. contiguity.hmac("whsec_x", t .. "." .. body)
+      local status, out = run({ "webhook", "verify", "--header", h, "--json" },
+        { stdin = body, env = { CONTIGUITY_WEBHOOK_SECRET = "whsec_x" } })
+      assert.are.equal(0, status)
+      assert.are.equal("evt_1", json(out).event.id)
     end)
   end)
 end)
