@@ -1,5 +1,5 @@
 /* response_fuzz.c: libFuzzer harness for the response side of the module:
- * the libcurl header callback (curlt_on_header) and the response decoder
+ * the libcurl header callback (cio_on_header) and the response decoder
  * (resp_decode), fed arbitrary status, header and body bytes.
  *
  * Input layout: 2 bytes big-endian status (taken modulo 1000, as libcurl
@@ -9,7 +9,7 @@
  *
  * The static functions are reached by including the module's single
  * translation unit; one Lua 5.4 state holds the module's private cjson
- * instance (registry keys cg_json_encode_key/cg_json_decode_key), set up by
+ * instance (json.c), set up by
  * luaopen_contiguity once. */
 #include <stdint.h>
 #include "../src/contiguity.c"
@@ -44,7 +44,7 @@ static int fz_headers(const char *h, size_t n, cg_resp_meta *meta)
         if (line == NULL)
             return 0;
         memcpy(line, h, len);
-        got = curlt_on_header(line, 1, len, meta);
+        got = cio_on_header(line, 1, len, meta);
         free(line);
         if (got != len)
             return 0;
@@ -67,7 +67,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size < 2)
         return 0;
     status = (long)(((unsigned)data[0] << 8 | data[1]) % 1000);
-    op = &ops_table[size % OP_COUNT];
+    op = ops_get((int)(size % (size_t)ops_count()));
     p = (const char *)data + 2;
     n = size - 2;
     sep = NULL;
@@ -80,7 +80,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             }
     }
     hlen = sep ? (size_t)(sep - p) + 2 : n;
-    curlt_meta_reset(&meta);
+    resp_meta_reset(&meta);
     if (!fz_headers(p, hlen, &meta))
         return 0;
     if (sep) {

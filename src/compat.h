@@ -16,25 +16,9 @@
  * host that has them. */
 
 #if LUA_VERSION_NUM == 501 && !defined(LUAJIT_VERSION)
-/* PUC 5.1 lacks luaL_setfuncs and luaL_setmetatable; LuaJIT 2.1 has them. */
-static void compat_setfuncs(lua_State *L, const luaL_Reg *l, int nup)
-{
-    luaL_checkstack(L, nup + 1, "too many upvalues");
-    for (; l->name != NULL; l++) {
-        int i;
-        for (i = 0; i < nup; i++)
-            lua_pushvalue(L, -nup);
-        lua_pushcclosure(L, l->func, nup);
-        lua_setfield(L, -(nup + 2), l->name);
-    }
-    lua_pop(L, nup);
-}
-
-static void compat_setmetatable(lua_State *L, const char *tname)
-{
-    luaL_getmetatable(L, tname);
-    lua_setmetatable(L, -2);
-}
+/* PUC 5.1 lacks luaL_setfuncs and luaL_setmetatable (compat.c); LuaJIT 2.1 has them. */
+static void compat_setfuncs(lua_State *L, const luaL_Reg *l, int nup);
+static void compat_setmetatable(lua_State *L, const char *tname);
 #else
 #define compat_setfuncs luaL_setfuncs
 #define compat_setmetatable luaL_setmetatable
@@ -71,6 +55,10 @@ static void compat_setmetatable(lua_State *L, const char *tname)
 #else
 #define compat_pushint(L, n) lua_pushnumber((L), (lua_Number)(n))
 #endif
+
+/* Pushes v as an integer where the Lua has integers and v is one; any
+ * other number stays a float (compat.c). */
+static void compat_pushnumint(lua_State *L, double v);
 
 /* The interpreter's name for version strings and the User-Agent. */
 #if defined(LUAJIT_VERSION)

@@ -4,7 +4,9 @@
 #include <stdio.h>
 #include <string.h>
 #include <qrencode.h>
-#include "contiguity.h"
+#include "qr.h"
+#include "options.h"
+#include "error.h"
 
 #define QR_MAX_WIDTH 177 /* version 40: 17 + 4 * 40 modules */
 #define QR_DEFAULT_SIZE 256
@@ -33,37 +35,9 @@ typedef struct qr_bits {
  * and raises, as for contiguity.new's options. */
 static int qr_invalid(lua_State *L, const char *field, const char *message)
 {
-    resp_error(L, "qr", "invalid", message);
-    lua_pushstring(L, field);
-    lua_setfield(L, -2, "field");
+    errorf(L, "qr", "invalid", "%s", message);
+    error_set_string(L, "field", field);
     return 2;
-}
-
-static const char *qr_opt_string(lua_State *L, int opts, const char *k)
-{
-    const char *s = NULL;
-    lua_getfield(L, opts, k);
-    if (!lua_isnil(L, -1)) {
-        if (lua_type(L, -1) != LUA_TSTRING)
-            luaL_error(L, "contiguity.qr: option '%s' must be a string", k);
-        s = lua_tostring(L, -1); /* still referenced by opts */
-    }
-    lua_pop(L, 1);
-    return s;
-}
-
-/* Returns 1 and sets *out when the option is absent or a number; the caller
- * checks the range. */
-static int qr_opt_number(lua_State *L, int opts, const char *k, double *out)
-{
-    lua_getfield(L, opts, k);
-    if (!lua_isnil(L, -1)) {
-        if (lua_type(L, -1) != LUA_TNUMBER)
-            luaL_error(L, "contiguity.qr: option '%s' must be a number", k);
-        *out = lua_tonumber(L, -1);
-    }
-    lua_pop(L, 1);
-    return 1;
 }
 
 static int qr_whole_in(double v, double lo, double hi)
@@ -75,10 +49,13 @@ static int qr_whole_in(double v, double lo, double hi)
  * returns 2. Unknown keys and wrong types raise. */
 static int qr_read_opts(lua_State *L, int idx, qr_opts *o)
 {
-    static const char *const known[] = {"format", "level", "size", "margin", "invert", NULL};
+    static const opt_spec specs[] = {
+        {"format", OPT_STRING, "must be a string"}, {"level", OPT_STRING, "must be a string"},
+        {"size", OPT_NUMBER, "must be a number"},   {"margin", OPT_NUMBER, "must be a number"},
+        {"invert", OPT_BOOLEAN, "must be a boolean"}, {NULL, 0, NULL}};
+    static const opt_reader r = {"contiguity.qr", 0, specs};
     const char *s;
     double v;
-    int i;
 
     o->format = QR_SVG;
     o->level = QR_ECLEVEL_M;
@@ -89,27 +66,15 @@ static int qr_read_opts(lua_State *L, int idx, qr_opts *o)
         return 0;
     if (!lua_istable(L, idx))
         luaL_error(L, "contiguity.qr: options must be a table");
+    opt_check(L, idx, &r);
 
-    lua_pushnil(L);
-    while (lua_next(L, idx) != 0) {
-        int ok = 0;
-        if (lua_type(L, -2) == LUA_TSTRING)
-            for (i = 0; known[i] != NULL; i++)
-                if (strcmp(lua_tostring(L, -2), known[i]) == 0)
-                    ok = 1;
-        if (!ok)
-            luaL_error(L, "contiguity.qr: unknown option '%s'",
-                       lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : luaL_typename(L, -2));
-        lua_pop(L, 1);
-    }
-
-    if ((s = qr_opt_string(L, idx, "format")) != NULL) {
+    if ((s = opt_string(L, idx, "format", NULL)) != NULL) {
         if (strcmp(s, "svg") == 0) o->format = QR_SVG;
         else if (strcmp(s, "terminal") == 0) o->format = QR_TERMINAL;
         else if (strcmp(s, "matrix") == 0) o->format = QR_MATRIX;
         else return qr_invalid(L, "format", "format must be one of svg, terminal, matrix");
     }
-    if ((s = qr_opt_string(L, idx, "level")) != NULL) {
+    if ((s = opt_string(L, idx, "level", NULL)) != NULL) {
         if (strcmp(s, "L") == 0) o->level = QR_ECLEVEL_L;
         else if (strcmp(s, "M") == 0) o->level = QR_ECLEVEL_M;
         else if (strcmp(s, "Q") == 0) o->level = QR_ECLEVEL_Q;
@@ -117,18 +82,16 @@ static int qr_read_opts(lua_State *L, int idx, qr_opts *o)
         else return qr_invalid(L, "level", "level must be one of L, M, Q, H");
     }
     v = o->size;
-    qr_opt_number(L, idx, "size", &v);
+    opt_number(L, idx, "size", &v);
     if (!qr_whole_in(v, 1, QR_MAX_SIZE))
         return qr_invalid(L, "size", "size must be a whole number of pixels from 1 to 100000");
     o->size = (int)v;
     v = o->margin;
-    qr_opt_number(L, idx, "margin", &v);
+    opt_number(L, idx, "margin", &v);
     if (!qr_whole_in(v, 0, QR_MAX_MARGIN))
         return qr_invalid(L, "margin", "margin must be a whole number of modules from 0 to 100");
     o->margin = (int)v;
     lua_getfield(L, idx, "invert");
-    if (!lua_isnil(L, -1) && lua_type(L, -1) != LUA_TBOOLEAN)
-        luaL_error(L, "contiguity.qr: option 'invert' must be a boolean");
     o->invert = lua_toboolean(L, -1);
     lua_pop(L, 1);
     return 0;
@@ -269,10 +232,9 @@ static int qr_encode(lua_State *L)
         return 2;
     if (len == 0)
         return qr_invalid(L, "text", "text must not be empty");
-    if (len > QR_MAX_BYTES)
-        return qr_invalid(L, "text", "text too long for a QR code (more than 7089 bytes)");
     b = (qr_bits *)lua_newuserdata(L, sizeof *b);
-    err = qr_encode_bits(text, len, o.level, b);
+    /* longer than any QR code holds: the same message, with the level, as any too-long text */
+    err = len > QR_MAX_BYTES ? ERANGE : qr_encode_bits(text, len, o.level, b);
     if (err == ENOMEM)
         return luaL_error(L, "contiguity.qr: out of memory");
     if (err == ERANGE) {

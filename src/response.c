@@ -1,88 +1,53 @@
-/* response.c: the response decoder (envelope to result table) and the error tables. */
+/* response.c: the response decoder (status, header facts, body in; result table or nil, err out).
+ *
+ * Every transport ends in resp_decode: the libcurl ones with the bytes
+ * their callbacks collected, a host transport with what its function
+ * returned. The two response headers the module acts on (Location,
+ * Retry-After) are parsed here too, for both. */
+#include <stdlib.h>
 #include <string.h>
-#include "contiguity.h"
+#include <strings.h>
+#include <time.h>
+#include <curl/curl.h>
+#include "response.h"
+#include "error.h"
+#include "json.h"
 
-/* Pushes nil and a new error table {kind, message, op, retryable=false};
- * callers add status, request_id, field... to the table on top. */
-static int resp_error(lua_State *L, const char *op, const char *kind, const char *message)
+static void resp_meta_reset(cg_resp_meta *m)
 {
-    lua_pushnil(L);
-    lua_createtable(L, 0, 8);
-    lua_pushstring(L, kind);
-    lua_setfield(L, -2, "kind");
-    lua_pushstring(L, message);
-    lua_setfield(L, -2, "message");
-    lua_pushstring(L, op);
-    lua_setfield(L, -2, "op");
-    lua_pushboolean(L, 0);
-    lua_setfield(L, -2, "retryable");
-    compat_setmetatable(L, CG_ERROR_MT);
-    return 2;
+    m->location[0] = '\0';
+    m->retry_after = -1;
+    m->header_bytes = 0;
+    m->header_overflow = 0;
 }
 
-static void resp_set_bool(lua_State *L, const char *k, int v)
+/* Keeps the two response headers the module acts on: Location (for a
+ * refused redirect) and Retry-After (seconds or an HTTP date), given a
+ * header's name and value (trimmed here). Both transports read
+ * headers through here. */
+static void resp_meta_set(cg_resp_meta *m, const char *name, size_t nlen, const char *v,
+                           size_t vlen)
 {
-    lua_pushboolean(L, v);
-    lua_setfield(L, -2, k);
-}
-
-/* Pushes v as an integer where the Lua has integers and v is one; any
- * other number (1e308, NaN, 2.5: a server may send anything) stays a
- * float. Converting an out-of-range double is undefined behaviour in C, so
- * the range is checked before the cast. */
-static void resp_push_int(lua_State *L, double v)
-{
-    if (v >= -9223372036854775808.0 && v < 9223372036854775808.0 &&
-        (double)(long long)v == v)
-        compat_pushint(L, (long long)v);
-    else
-        lua_pushnumber(L, v);
-}
-
-static void resp_set_int(lua_State *L, const char *k, double v)
-{
-    resp_push_int(L, v);
-    lua_setfield(L, -2, k);
-}
-
-/* "contiguity: otp.verify: 401 Unauthorized (request err_…)": what a log
- * line or an uncaught error shows. */
-static int resp_error_tostring(lua_State *L)
-{
-    luaL_Buffer b;
-    luaL_checktype(L, 1, LUA_TTABLE);
-    luaL_buffinit(L, &b);
-    luaL_addstring(&b, "contiguity: ");
-    lua_getfield(L, 1, "op");
-    if (lua_isstring(L, -1)) {
-        luaL_addvalue(&b);
-        luaL_addstring(&b, ": ");
-    } else {
-        lua_pop(L, 1);
+    while (vlen > 0 && (*v == ' ' || *v == '\t')) v++, vlen--;
+    while (vlen > 0 && (v[vlen - 1] == '\r' || v[vlen - 1] == '\n' || v[vlen - 1] == ' ')) vlen--;
+    if (nlen == 8 && strncasecmp(name, "location", 8) == 0) {
+        if (vlen >= sizeof(m->location)) vlen = sizeof(m->location) - 1;
+        memcpy(m->location, v, vlen);
+        m->location[vlen] = '\0';
+    } else if (nlen == 11 && strncasecmp(name, "retry-after", 11) == 0 && vlen < 64) {
+        char tmp[64];
+        char *end;
+        double secs;
+        memcpy(tmp, v, vlen);
+        tmp[vlen] = '\0';
+        secs = strtod(tmp, &end);
+        if (end == tmp) { /* an HTTP date: curl_getdate parses those */
+            time_t at = curl_getdate(tmp, NULL);
+            secs = at < 0 ? -1 : difftime(at, time(NULL));
+            if (at >= 0 && secs < 0) secs = 0;
+        }
+        m->retry_after = secs;
     }
-    lua_getfield(L, 1, "status");
-    if (lua_type(L, -1) == LUA_TNUMBER) {
-        lua_pushfstring(L, "%s ", lua_tostring(L, -1));
-        lua_remove(L, -2);
-        luaL_addvalue(&b);
-    } else {
-        lua_pop(L, 1);
-    }
-    lua_getfield(L, 1, "message");
-    if (lua_isstring(L, -1))
-        luaL_addvalue(&b);
-    else
-        lua_pop(L, 1);
-    lua_getfield(L, 1, "request_id");
-    if (lua_isstring(L, -1)) {
-        luaL_addstring(&b, " (request ");
-        luaL_addvalue(&b);
-        luaL_addchar(&b, ')');
-    } else {
-        lua_pop(L, 1);
-    }
-    luaL_pushresult(&b);
-    return 1;
 }
 
 /* JSON null is cjson.null (a NULL light userdata); results must show it as
@@ -127,7 +92,7 @@ static void resp_fix_int(lua_State *L, int t, const char *k)
     if (lua_type(L, -1) == LUA_TNUMBER) {
         double v = lua_tonumber(L, -1);
         lua_pop(L, 1);
-        resp_push_int(L, v);
+        compat_pushnumint(L, v);
         lua_setfield(L, t, k);
     } else {
         lua_pop(L, 1);
@@ -144,7 +109,7 @@ static void resp_copy_string(lua_State *L, int from, const char *from_key, const
 }
 
 /* Whether an HTTP answer may be asked for again: the one rule behind
- * err.retryable and the libcurl transports' retries (curlt_retry_delay). */
+ * err.retryable and the libcurl transports' retries (curl_io.c). */
 static int resp_status_retryable(const ops_op *op, long status)
 {
     return status == 429 || ((op->flags & OPF_IDEMPOTENT) &&
@@ -179,11 +144,97 @@ static const char *resp_reason(long status)
  * a table. */
 static int resp_json(lua_State *L, const char *body, size_t len)
 {
-    cg_registry_push(L, &cg_json_decode_key);
+    json_push_decode(L);
     lua_pushlstring(L, body, len);
     if (lua_pcall(L, 1, 1, 0) != 0)
         return 0;
     return lua_type(L, -1) == LUA_TTABLE;
+}
+
+/* A 2xx answer whose decoded body is at env (ok: it is a table): the
+ * envelope's data fields at top level plus metadata, or a decode error. */
+static int resp_success(lua_State *L, const ops_op *op, long status, int env, int ok,
+                        const char *body, size_t len)
+{
+    if (!ok) {
+        errorf(L, op->name, "decode", "response is not a JSON object%s%s",
+               lua_isstring(L, env) ? ": " : "",
+               lua_isstring(L, env) ? lua_tostring(L, env) : "");
+        error_set_int(L, "status", (double)status);
+        lua_remove(L, env);
+        return 2;
+    }
+    lua_getfield(L, env, "data");
+    if (lua_type(L, -1) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        errorf(L, op->name, "decode", "response envelope has no data object");
+        error_set_int(L, "status", (double)status);
+        resp_copy_string(L, env, "id", "request_id");
+        lua_remove(L, env);
+        return 2;
+    }
+    /* The rest of the envelope (id, timestamp, api_version, object and
+     * whatever the API adds) becomes metadata as it is: no second table. */
+    if (resp_may_have_null(body, len))
+        resp_strip_nulls(L, env); /* data too: it is still in env */
+    lua_pushnil(L);
+    lua_setfield(L, env, "data");
+    resp_fix_int(L, env, "timestamp");
+    lua_pushvalue(L, env);
+    lua_setfield(L, -2, "metadata");
+    lua_remove(L, env);
+    return 1;
+}
+
+/* The API's own words for a refusal, from the decoded envelope at env:
+ * data.error, else message, else error; NULL when it gave none. Leaves what
+ * it looked at on the stack (the caller resets it). */
+static const char *resp_refusal_message(lua_State *L, int env, int *data)
+{
+    static const char *const where[] = {"message", "error"};
+    int i;
+    lua_getfield(L, env, "data");
+    if (lua_type(L, -1) == LUA_TTABLE) {
+        *data = lua_gettop(L);
+        lua_getfield(L, *data, "error");
+        if (lua_type(L, -1) == LUA_TSTRING)
+            return lua_tostring(L, -1);
+    }
+    for (i = 0; i < 2; i++) {
+        lua_getfield(L, env, where[i]);
+        if (lua_type(L, -1) == LUA_TSTRING)
+            return lua_tostring(L, -1);
+    }
+    return NULL;
+}
+
+/* Any other answer is the API's refusal: kind "api", its own words when it
+ * gave any, the request id, and what the headers said. */
+static int resp_refusal(lua_State *L, const ops_op *op, long status, int env, int ok,
+                        const cg_resp_meta *meta)
+{
+    int data = 0;
+    const char *msg = ok ? resp_refusal_message(L, env, &data) : NULL;
+    errorf(L, op->name, "api", "%s", msg ? msg : resp_reason(status));
+    error_set_int(L, "status", (double)status);
+    error_set_bool(L, "retryable", resp_status_retryable(op, status));
+    if (ok) {
+        resp_copy_string(L, env, "id", "request_id");
+        resp_copy_string(L, env, "agreement_url", "agreement_url");
+        if (data) resp_copy_string(L, data, "agreement_url", "agreement_url");
+    }
+    if (meta != NULL && meta->location[0] != '\0' && status >= 300 && status < 400)
+        error_set_string(L, "location", meta->location);
+    if (meta != NULL && meta->retry_after >= 0) {
+        lua_pushnumber(L, meta->retry_after);
+        lua_setfield(L, -2, "retry_after");
+    }
+    /* keep only nil, err */
+    lua_replace(L, env + 1);
+    lua_pushnil(L);
+    lua_replace(L, env);
+    lua_settop(L, env + 1);
+    return 2;
 }
 
 /* The response decoder shared by every transport: status + body + header
@@ -191,83 +242,8 @@ static int resp_json(lua_State *L, const char *body, size_t len)
 static int resp_decode(lua_State *L, const ops_op *op, long status, const char *body,
                        size_t len, const cg_resp_meta *meta)
 {
-    int env, ok = resp_json(L, body ? body : "", body ? len : 0);
-    env = lua_gettop(L);
-    if (status >= 200 && status < 300) {
-        if (!ok) {
-            lua_pushfstring(L, "response is not a JSON object%s%s",
-                            lua_isstring(L, env) ? ": " : "",
-                            lua_isstring(L, env) ? lua_tostring(L, env) : "");
-            resp_error(L, op->name, "decode", lua_tostring(L, -1));
-            resp_set_int(L, "status", (double)status);
-            lua_remove(L, -3);
-            lua_remove(L, -3);
-            return 2;
-        }
-        lua_getfield(L, env, "data");
-        if (lua_type(L, -1) != LUA_TTABLE) {
-            lua_pop(L, 1);
-            resp_error(L, op->name, "decode", "response envelope has no data object");
-            resp_set_int(L, "status", (double)status);
-            resp_copy_string(L, env, "id", "request_id");
-            lua_remove(L, env);
-            return 2;
-        }
-        /* The rest of the envelope (id, timestamp, api_version, object and
-         * whatever the API adds) becomes metadata as it is: no second table. */
-        if (resp_may_have_null(body, len))
-            resp_strip_nulls(L, env); /* data too: it is still in env */
-        lua_pushnil(L);
-        lua_setfield(L, env, "data");
-        resp_fix_int(L, env, "timestamp");
-        lua_pushvalue(L, env);
-        lua_setfield(L, -2, "metadata");
-        lua_remove(L, env);
-        return 1;
-    }
-    /* Anything else is the API's refusal: its own words when it gave any. */
-    {
-        int data = 0;
-        const char *msg = NULL;
-        if (ok) {
-            lua_getfield(L, env, "data");
-            if (lua_type(L, -1) == LUA_TTABLE) {
-                data = lua_gettop(L);
-                lua_getfield(L, data, "error");
-                if (lua_type(L, -1) == LUA_TSTRING) msg = lua_tostring(L, -1);
-            }
-            if (msg == NULL) {
-                lua_getfield(L, env, "message");
-                if (lua_type(L, -1) == LUA_TSTRING) msg = lua_tostring(L, -1);
-            }
-            if (msg == NULL) {
-                lua_getfield(L, env, "error");
-                if (lua_type(L, -1) == LUA_TSTRING) msg = lua_tostring(L, -1);
-            }
-        }
-        if (msg == NULL)
-            msg = resp_reason(status);
-        resp_error(L, op->name, "api", msg);
-        resp_set_int(L, "status", (double)status);
-        resp_set_bool(L, "retryable", resp_status_retryable(op, status));
-        if (ok) {
-            resp_copy_string(L, env, "id", "request_id");
-            resp_copy_string(L, env, "agreement_url", "agreement_url");
-            if (data) resp_copy_string(L, data, "agreement_url", "agreement_url");
-        }
-        if (meta != NULL && meta->location[0] != '\0' && status >= 300 && status < 400) {
-            lua_pushstring(L, meta->location);
-            lua_setfield(L, -2, "location");
-        }
-        if (meta != NULL && meta->retry_after >= 0) {
-            lua_pushnumber(L, meta->retry_after);
-            lua_setfield(L, -2, "retry_after");
-        }
-        /* keep only nil, err */
-        lua_replace(L, env + 1);
-        lua_pushnil(L);
-        lua_replace(L, env);
-        lua_settop(L, env + 1);
-        return 2;
-    }
+    int ok = resp_json(L, body ? body : "", body ? len : 0);
+    if (status >= 200 && status < 300)
+        return resp_success(L, op, status, lua_gettop(L), ok, body, len);
+    return resp_refusal(L, op, status, lua_gettop(L), ok, meta);
 }

@@ -1,13 +1,14 @@
 /* webhook.c: contiguity.webhook: verify, parse and construct signed webhook deliveries. */
 #include <string.h>
 #include <time.h>
-#include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
-#include <openssl/rand.h>
-#include "contiguity.h"
+#include "webhook.h"
+#include "crypto.h"
+#include "options.h"
+#include "response.h"
+#include "error.h"
+#include "json.h"
 
-#define WH_MAC_LEN 32           /* HMAC-SHA256 */
+#define WH_MAC_LEN CRYPTO_MAC_LEN
 #define WH_MAX_SIGS 16          /* v1 entries in one header; more is malformed */
 #define WH_MAX_T_DIGITS 15      /* exact in a double, far beyond any real date */
 #define WH_DEFAULT_TOLERANCE 300
@@ -118,27 +119,28 @@ static int wh_check_secret(lua_State *L, int idx)
 }
 
 /* Verification options: tolerance (seconds, or false to skip the check)
- * and now (seconds, for tests). Bad option types are misuse and raise. */
+ * and now (seconds, for tests). Unknown keys and bad types are misuse and
+ * raise, against the options argument. */
 static void wh_options(lua_State *L, int idx, double *tolerance, double *now)
 {
+    static const opt_spec specs[] = {
+        {"tolerance", OPT_NUMBER | OPT_FALSE, "must be a number of seconds >= 0 or false"},
+        {"now", OPT_NUMBER, "must be a number of seconds"},
+        {NULL, 0, NULL}};
+    const opt_reader r = {"contiguity.webhook", idx, specs};
     *tolerance = WH_DEFAULT_TOLERANCE;
     *now = (double)time(NULL);
     if (lua_isnoneornil(L, idx))
         return;
     luaL_checktype(L, idx, LUA_TTABLE);
+    opt_check(L, idx, &r);
     lua_getfield(L, idx, "tolerance");
-    if (lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1))
+    if (lua_type(L, -1) == LUA_TBOOLEAN)
         *tolerance = -1;
-    else if (lua_type(L, -1) == LUA_TNUMBER && lua_tonumber(L, -1) >= 0)
-        *tolerance = lua_tonumber(L, -1);
-    else if (!lua_isnil(L, -1))
-        luaL_argerror(L, idx, "option 'tolerance' must be a number of seconds >= 0 or false");
-    lua_getfield(L, idx, "now");
-    if (lua_type(L, -1) == LUA_TNUMBER)
-        *now = lua_tonumber(L, -1);
-    else if (!lua_isnil(L, -1))
-        luaL_argerror(L, idx, "option 'now' must be a number of seconds");
-    lua_pop(L, 2);
+    lua_pop(L, 1);
+    if (opt_number(L, idx, "tolerance", tolerance) && !(*tolerance >= 0))
+        opt_fail(L, &r, "tolerance");
+    opt_number(L, idx, "now", now);
 }
 
 /* The whole check behind verify and construct. Arguments at body, body+1
@@ -153,8 +155,7 @@ static const char *wh_check(lua_State *L, int body)
     const char *hs;
     size_t hlen, blen;
     wh_header h;
-    unsigned char mac[EVP_MAX_MD_SIZE];
-    unsigned int maclen;
+    unsigned char mac[CRYPTO_MAC_LEN];
 
     if (lua_type(L, body) != LUA_TSTRING)
         luaL_argerror(L, body, "raw body must be a string");
@@ -191,69 +192,21 @@ static const char *wh_check(lua_State *L, int body)
         else
             lua_rawgeti(L, secret, i);
         key = lua_tolstring(L, -1, &klen);
-        if (klen > 0x7fffffff ||
-            HMAC(EVP_sha256(), key, (int)klen, (const unsigned char *)msg, blen, mac,
-                 &maclen) == NULL ||
-            maclen != WH_MAC_LEN) {
-            OPENSSL_cleanse(mac, sizeof mac);
+        if (!crypto_hmac(key, klen, msg, blen, mac)) {
+            crypto_wipe(mac, sizeof mac);
             luaL_error(L, "contiguity.webhook: HMAC-SHA256 is unavailable in this libcrypto");
         }
         lua_pop(L, 1);
         for (j = 0; j < h.nsig; j++)
-            ok |= CRYPTO_memcmp(mac, h.sig[j], WH_MAC_LEN) == 0;
+            ok |= crypto_mac_equal(mac, h.sig[j]);
     }
-    OPENSSL_cleanse(mac, sizeof mac);
+    crypto_wipe(mac, sizeof mac);
     lua_pop(L, 1);
     if (!ok)
         return "mismatch";
     if (tolerance >= 0 && (h.t_value < now - tolerance || h.t_value > now + tolerance))
         return "expired";
     return NULL;
-}
-
-/* contiguity.hmac(key, data) -> 64 hex digits: HMAC-SHA256 through the
- * same libcrypto call the webhook check uses, so contiguity.guard can key
- * its counters by a number's hash and never hold the number itself. */
-static int wh_hmac_hex(lua_State *L)
-{
-    static const char hex[] = "0123456789abcdef";
-    size_t klen, dlen;
-    const char *key = luaL_checklstring(L, 1, &klen);
-    const char *data = luaL_checklstring(L, 2, &dlen);
-    unsigned char mac[EVP_MAX_MD_SIZE];
-    unsigned int maclen = 0, i;
-    char out[2 * WH_MAC_LEN];
-    if (klen == 0)
-        luaL_argerror(L, 1, "HMAC key must not be empty");
-    if (klen > 0x7fffffff ||
-        HMAC(EVP_sha256(), key, (int)klen, (const unsigned char *)data, dlen, mac, &maclen) ==
-            NULL ||
-        maclen != WH_MAC_LEN) {
-        OPENSSL_cleanse(mac, sizeof mac);
-        return luaL_error(L, "contiguity.hmac: HMAC-SHA256 is unavailable in this libcrypto");
-    }
-    for (i = 0; i < WH_MAC_LEN; i++) {
-        out[2 * i] = hex[mac[i] >> 4];
-        out[2 * i + 1] = hex[mac[i] & 15];
-    }
-    OPENSSL_cleanse(mac, sizeof mac);
-    lua_pushlstring(L, out, sizeof out);
-    return 1;
-}
-
-/* contiguity.random_bytes(n) -> n bytes from OpenSSL's CSPRNG: the guard's
- * hashing key when the user gives none, unguessable so that nobody can
- * precompute which counter a number lands in. */
-static int wh_random_bytes(lua_State *L)
-{
-    unsigned char buf[64];
-    lua_Integer n = luaL_checkinteger(L, 1);
-    luaL_argcheck(L, n >= 1 && n <= (lua_Integer)sizeof buf, 1, "must be from 1 to 64");
-    if (RAND_bytes(buf, (int)n) != 1)
-        return luaL_error(L, "contiguity.random_bytes: OpenSSL's RAND_bytes failed");
-    lua_pushlstring(L, (const char *)buf, (size_t)n);
-    OPENSSL_cleanse(buf, sizeof buf);
-    return 1;
 }
 
 /* contiguity.webhook.verify(raw_body, header, secret, opts?) -> true | false, reason */
@@ -288,7 +241,7 @@ static int wh_decode(lua_State *L, int body_idx, const char *op)
     int base = lua_gettop(L), failed;
     size_t len, i;
     const char *s = lua_tolstring(L, body_idx, &len);
-    cg_registry_push(L, &cg_json_decode_key); /* the module's private cjson */
+    json_push_decode(L); /* the module's private cjson */
     lua_pushlstring(L, s, len);
     failed = lua_pcall(L, 1, 1, 0) != 0;
     if (failed || lua_type(L, -1) != LUA_TTABLE) {
@@ -298,7 +251,7 @@ static int wh_decode(lua_State *L, int body_idx, const char *op)
             lua_pushliteral(L, "webhook body is not a JSON object");
         lua_replace(L, base + 1);
         lua_settop(L, base + 1);
-        resp_error(L, op, "decode", lua_tostring(L, base + 1));
+        errorf(L, op, "decode", "%s", lua_tostring(L, base + 1));
         lua_remove(L, base + 1);
         return 2;
     }
@@ -311,7 +264,7 @@ static int wh_decode(lua_State *L, int body_idx, const char *op)
                                                             : lua_typename(L, wh_fields[i].type));
             lua_replace(L, base + 1);
             lua_settop(L, base + 1);
-            resp_error(L, op, "decode", lua_tostring(L, base + 1));
+            errorf(L, op, "decode", "%s", lua_tostring(L, base + 1));
             lua_remove(L, base + 1);
             return 2;
         }
@@ -342,12 +295,9 @@ static int wh_construct(lua_State *L)
     lua_settop(L, 4);
     reason = wh_check(L, 1);
     if (reason != NULL) {
-        lua_pushfstring(L, "webhook signature %s", reason);
-        resp_error(L, "webhook.construct", "invalid", lua_tostring(L, -1));
-        lua_pushstring(L, reason);
-        lua_setfield(L, -2, "reason");
-        lua_pushliteral(L, "Contiguity-Signature");
-        lua_setfield(L, -2, "field");
+        errorf(L, "webhook.construct", "invalid", "webhook signature %s", reason);
+        error_set_string(L, "reason", reason);
+        error_set_string(L, "field", "Contiguity-Signature");
         return 2;
     }
     return wh_decode(L, 1, "webhook.construct");
