@@ -24,14 +24,15 @@ local function documents()
   return list
 end
 
--- Text outside fenced code blocks (links in code are code, not links).
-local function prose(text)
+-- Text outside fenced code blocks (links in code are code, not links), without
+-- inline code too unless keep_code.
+local function prose(text, keep_code)
   local out, fenced = {}, false
   for line in (text .. "\n"):gmatch("(.-)\n") do
     if line:match("^%s*```") or line:match("^%s*~~~") then
       fenced = not fenced
     elseif not fenced then
-      out[#out + 1] = line:gsub("`[^`]*`", "")
+      out[#out + 1] = keep_code and line or (line:gsub("`[^`]*`", ""))
     end
   end
   return table.concat(out, "\n")
@@ -44,9 +45,9 @@ end
 
 local function anchors(text)
   local set = {}
-  for line in prose(text):gmatch("[^\n]+") do
+  for line in prose(text, true):gmatch("[^\n]+") do
     local h = line:match("^#+%s+(.-)%s*$")
-    if h then set[anchor(h:gsub("`", ""))] = true end
+    if h then set[anchor((h:gsub("`", "")))] = true end
   end
   return set
 end
@@ -116,5 +117,7 @@ describe("documentation links", function()
     assert.are.equal("doc/b.md", resolve("doc/a.md", "b.md"))
     assert.are.equal("c.md", resolve("doc/a.md", "../c.md"))
     assert.are.equal("qr-codes-contiguityqr", anchor("QR codes: contiguity.qr"))
+    assert.is_true(anchors("# A\n\n## Tarantool: `http.client` in fibers\n```\n# not a heading\n```\n")
+      ["tarantool-httpclient-in-fibers"])
   end)
 end)
