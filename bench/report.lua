@@ -258,3 +258,7 @@ if aa and ab and ma and mb then
   print(("Async, 64 in flight ((3000-call run - 1000-call run) / 2000): the module's whole process %s per call,"
     .. " the bare libcurl multi loop's %s."):format(commas((ab.total - aa.total) / 2000), commas((mb.total - ma.total) / 2000)))
 end
+
+-- The guard's cost per guarded call (bench/guard.sh's rows and round trips).
+local guard_report = loadfile((arg[0]:match("^(.*)/[^/]*$") or ".") .. "/guard_report.lua")
+if guard_report then guard_report(dir) end

@@ -17,7 +17,7 @@
 # Env: BENCH_PORT (8900), BENCH_ROUNDS (5), BENCH_CALLS (5000 per round per
 # contender), BENCH_WARMUP (100), BENCH_ASYNC_CALLS (20000), BENCH_INFLIGHT (64),
 # BENCH_LUASEC_CALLS (100: LuaSec's rounds, ~44 ms a call), WRK_SECONDS (2), BENCH_MEMORY_CALLS (200000), BENCH_SKIP (space-separated:
-# js resty memory callgrind fresh), BENCH_OUT (a file to keep the raw results in),
+# js resty memory callgrind fresh guard), BENCH_OUT (a file to keep the raw results in),
 # BENCH_KEEP (1: keep the temporary folder), BENCH_PIN (1; 0: no CPU pinning).
 #
 # CPU placement (taskset; see bench/README.md): the sequential rounds run the
@@ -270,6 +270,13 @@ log "lua-cjson alone: $rounds rounds of $calls decode + encode"
 for r in $(seq "$rounds"); do
   record cjson alone "$r" on_cpu 0 env BENCH_ENVELOPE="$envelope" $lua bench/seq.lua cjson - "$calls" "$warm"
 done
+
+# the abuse guard's cost per guarded call: bench/guard.sh (ports BENCH_PORT+6, +7)
+if [[ "$skip" != *" guard "* ]]; then
+  pin_workers "$tmp/stub/logs/nginx.pid" 0
+  BENCH_PORT=$base BENCH_PIN=$pin BENCH_TOKEN=$token timeout 900 bench/guard.sh "$http_url" "$tmp" "$rounds" \
+    "$calls" "$warm" >> "$res" || log "the guard bench failed"
+fi
 
 # ---- 5: async, 64 in flight, vs. wrk -c64 --------------------------------------
 log "async ($inflight in flight, $async_calls calls) vs wrk -t1 -c$inflight -d${wrk_seconds}s: $rounds rounds"

@@ -230,7 +230,8 @@ describe("guard with Redis", function()
       local LIMIT, EACH = 4, 50
       local script = os.tmpname()
       shell.write_file(script, ([[
-                local rh = require("spec.helpers.redis")
+        local contiguity = require("contiguity")
+        local rh = require("spec.helpers.redis")
         local port = %d
         local c = contiguity.new(%q, { base_url = %q, guard = { key = %q,
           sends_per_number = { %d, 600 }, redis = { port = port, timeout = 2 } } })
@@ -251,7 +252,10 @@ describe("guard with Redis", function()
       -- both processes wait at the barrier (blocked in BLPOP), then go at once
       local deadline = socket.gettime() + 20
       while tonumber(server.cli("INFO", "clients"):match("blocked_clients:(%d+)")) < 2 do
-        assert(socket.gettime() < deadline, "the two processes did not reach the barrier")
+        if socket.gettime() > deadline then
+          server.cli("RPUSH", "spec:go", 1, 1)
+          error("the two processes did not reach the barrier: " .. p:read("*a"))
+        end
         socket.sleep(0.01)
       end
       server.cli("RPUSH", "spec:go", 1, 1)

@@ -203,6 +203,10 @@ function M.new(opts, lib)
   else
     g.clock, g.resolution = default_clock()
   end
+  -- what the store counts over: the window and the clock's resolution
+  for _, limit in ipairs(LIMITS) do
+    if g[limit] then g[limit].span = g[limit].window + g.resolution end
+  end
   return g
 end
 
@@ -255,13 +259,14 @@ end
 -- contiguity.guard.local's hit), and the ticket record will get; or nil
 -- and the refusal (allow_prefixes); or false and why the caller function
 -- failed.
+local function add(limits, limit, key)
+  local l = { key = key, count = limit.count, window = limit.span, name = limit.name }
+  limits[#limits + 1] = l
+  return l
+end
+
 function Guard:_limits(kind, op, arg)
   local limits, ticket = {}, nil
-  local slack = self.resolution
-  local function add(limit, key)
-    limits[#limits + 1] = { key = key, count = limit.count, window = limit.window + slack, name = limit.name }
-    return limits[#limits]
-  end
   local who
   local per_caller = kind == "verify" and self.verifies_per_caller or kind ~= "verify" and self.sends_per_caller
   if per_caller then
@@ -275,8 +280,8 @@ function Guard:_limits(kind, op, arg)
     end
   end
   if kind == "verify" then
-    if self.verifies_per_otp then add(self.verifies_per_otp, "v:" .. self:_hash("o", arg.otp_id)) end
-    if who then add(per_caller, "cv:" .. who) end
+    if self.verifies_per_otp then add(limits, self.verifies_per_otp, "v:" .. self:_hash("o", arg.otp_id)) end
+    if who then add(limits, per_caller, "cv:" .. who) end
     return limits
   end
   if kind == "resend" then
@@ -284,7 +289,7 @@ function Guard:_limits(kind, op, arg)
       local id = self:_hash("o", arg.otp_id)
       -- counted against the number record put under the otp_id; an otp_id
       -- it never saw is counted per otp_id
-      local l = add(self.sends_per_number, "n:" .. id)
+      local l = add(limits, self.sends_per_number, "n:" .. id)
       if self.can_map then l.map, l.via = "m:" .. id, "n:" end
     end
   else
@@ -296,12 +301,12 @@ function Guard:_limits(kind, op, arg)
     end
     if self.sends_per_number then
       local h = self:_hash("n", number)
-      add(self.sends_per_number, "n:" .. h)
+      add(limits, self.sends_per_number, "n:" .. h)
       if kind == "send" and self.can_map then ticket = h end
     end
   end
-  if who then add(per_caller, "cs:" .. who) end
-  if self.sends_total then add(self.sends_total, "t") end
+  if who then add(limits, per_caller, "cs:" .. who) end
+  if self.sends_total then add(limits, self.sends_total, "t") end
   return limits, ticket
 end
 
