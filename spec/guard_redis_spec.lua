@@ -226,6 +226,31 @@ describe("guard with Redis", function()
   end
 
   if HAS_LUA_REDIS then
+    it("logs in with password and db, and keeps its keys under its prefix (lua-redis)", function()
+      server.cli("CONFIG", "SET", "requirepass", "s3cret")
+      local ok, err = pcall(function()
+        local c = client{ sends_per_number = { 1, 600 },
+          redis = { port = server.port, password = "s3cret", db = 3, prefix = "{app}:" } }
+        assert(send(c))
+        assert_limited(select(2, send(c)), "sends_per_number")
+        -- without the password: a store failure, refused (closed)
+        local stranger = client{ sends_per_number = { 1, 600 }, redis = { port = server.port } }
+        local _, e = send(stranger, "+15557654321")
+        assert_limited(e, "store")
+        -- (Redis 7 answers a long unauthenticated command with a protocol error)
+        assert.is_truthy(e.message:find("NOAUTH", 1, true) or e.message:find("unauthenticated", 1, true), e.message)
+      end)
+      local admin = assert(rh.connect(server.port))
+      assert(admin:call("AUTH", "s3cret"))
+      local keys = admin:call("SELECT", "3") and admin:call("KEYS", "*")
+      assert(admin:call("CONFIG", "SET", "requirepass", ""))
+      admin:close()
+      assert(ok, err)
+      assert.is_true(#keys >= 1)
+      for _, k in ipairs(keys) do assert.matches("^{app}:", k) end
+      assert.same({}, server.cli("KEYS", "*")) -- nothing in db 0
+    end)
+
     it("holds one limit across two plain-Lua OS processes using lua-redis", function()
       local LIMIT, EACH = 4, 50
       local script = os.tmpname()

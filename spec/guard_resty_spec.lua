@@ -292,7 +292,7 @@ describe("guard in two nginx instances sharing one Redis", function()
       end
       local sent, by = 0, {}
       for _, r in ipairs(concurrent(urls)) do
-        by[r.instance .. r.worker] = true
+        by[r.instance .. ("%d"):format(r.worker)] = true
         if r.sent then
           sent = sent + 1
         else
