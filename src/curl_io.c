@@ -166,6 +166,20 @@ static int cio_setup(CURL *e, cg_io *io, const cio_conf *cc, const char *cainfo,
     bad |= curl_easy_setopt(e, CURLOPT_MAXAGE_CONN, CIO_MAX_IDLE_REUSE) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L) != CURLE_OK;
+    /* TLS 1.2 at least, whatever the system's OpenSSL would allow: the API
+     * speaks 1.2 and 1.3 */
+    bad |= curl_easy_setopt(e, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2) != CURLE_OK;
+#if LIBCURL_VERSION_NUM >= 0x073100
+    {
+        /* localhost, the one loopback name plain http may use (options.c),
+         * is connected to 127.0.0.1 without asking /etc/hosts or DNS (every
+         * other host that check accepts is an address, never looked up).
+         * libcurl only reads the list, for each transfer: a static one is
+         * valid for every handle, however long it lives. */
+        static const struct curl_slist pin = {(char *)"localhost::127.0.0.1:", NULL};
+        bad |= curl_easy_setopt(e, CURLOPT_CONNECT_TO, (struct curl_slist *)&pin) != CURLE_OK;
+    }
+#endif
 #if LIBCURL_VERSION_NUM >= 0x075500
     bad |= curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK;
 #else

@@ -122,27 +122,64 @@ static double opt_count(lua_State *L, int idx, const char *k, double def, double
     return v;
 }
 
-/* True when the URL's host is loopback: the only place plain http may go. */
+/* One octet of a dotted quad at s (before end): 1-3 decimal digits, 0-255,
+ * no leading zero (a parser reading 010 as octal would see 8). Returns the
+ * digits used, 0 when there is no such octet. */
+static size_t opt_octet(const char *s, const char *end, unsigned *v)
+{
+    size_t n = 0;
+    *v = 0;
+    while (s + n < end && n < 3 && s[n] >= '0' && s[n] <= '9') {
+        *v = *v * 10 + (unsigned)(s[n] - '0');
+        n++;
+    }
+    if (n == 0 || (n > 1 && s[0] == '0') || *v > 255)
+        return 0;
+    return n;
+}
+
+/* True when the URL's host is loopback as written: the only place plain
+ * http may go. The host is 127.b.c.d in four decimal octets (no short,
+ * octal or hex form, no trailing dot: libcurl would look such a name up in
+ * DNS), [::1], or localhost in any case (cio_setup connects it to
+ * 127.0.0.1, never looking it up); then an optional port 1-65535, then the
+ * path. No userinfo. doc/tls-and-loopback.md lists what is refused. */
 static int opt_is_loopback_http(const char *url)
 {
-    const char *h = url + 7, *end;
+    const char *h = url + 7, *end, *p;
+    unsigned v, i;
     size_t n;
-    end = h + strcspn(h, "/?#");
+    end = h + strcspn(h, "/?#"); /* host and port */
     if (memchr(h, '@', (size_t)(end - h)) != NULL)
         return 0;
-    if (*h == '[')
-        return strncmp(h, "[::1]", 5) == 0 && (h[5] == ':' || h + 5 == end);
-    n = strcspn(h, ":/?#");
-    if (n == 9 && strncasecmp(h, "localhost", 9) == 0)
-        return 1;
-    if (n >= 7 && strncmp(h, "127.", 4) == 0) {
-        size_t i;
-        for (i = 4; i < n; i++)
-            if ((h[i] < '0' || h[i] > '9') && h[i] != '.')
+    if (end - h >= 5 && memcmp(h, "[::1]", 5) == 0) {
+        p = h + 5;
+    } else if (end - h >= 9 && strncasecmp(h, "localhost", 9) == 0) {
+        p = h + 9;
+    } else {
+        p = h;
+        for (i = 0; i < 4; i++) {
+            if (i > 0) {
+                if (p >= end || *p != '.')
+                    return 0;
+                p++;
+            }
+            n = opt_octet(p, end, &v);
+            if (n == 0 || (i == 0 && v != 127))
                 return 0;
-        return 1;
+            p += n;
+        }
     }
-    return 0;
+    if (p == end)
+        return 1;
+    if (*p != ':' || end - p < 2 || end - p > 6)
+        return 0;
+    for (v = 0, p++; p < end; p++) {
+        if (*p < '0' || *p > '9')
+            return 0;
+        v = v * 10 + (unsigned)(*p - '0');
+    }
+    return v >= 1 && v <= 65535;
 }
 
 /* An absolute http(s) URL with a host and no whitespace or control bytes:
