@@ -15,12 +15,14 @@ local M = {}
 -- lives 15 minutes and resend does not renew it.
 M.MAP_TTL = 900
 
--- Which calls the guard looks at, and how.
+-- Which calls the guard looks at, how (kind) and by which params field:
+-- contiguity.new passes the operation table's (lib.ops); this copy is only
+-- for a guard made with guard.new(opts) and no such lib.
 local OPS = {
-  ["otp.new"] = "send",
-  ["otp.resend"] = "resend",
-  ["otp.verify"] = "verify",
-  ["otp.reverse.initiate"] = "initiate",
+  ["otp.new"] = { kind = "send", field = "to" },
+  ["otp.resend"] = { kind = "resend", field = "otp_id" },
+  ["otp.verify"] = { kind = "verify", field = "otp_id" },
+  ["otp.reverse.initiate"] = { kind = "initiate", field = "number" },
 }
 
 local LIMITS = { "sends_per_number", "sends_per_caller", "sends_total", "verifies_per_otp", "verifies_per_caller" }
@@ -162,7 +164,8 @@ function M.new(opts, lib)
   for k in pairs(opts) do
     if not OPTIONS[k] then error("contiguity.new: unknown guard option '" .. tostring(k) .. "'", 0) end
   end
-  local g = setmetatable({ hmac = lib.hmac, error_mt = lib.error_mt, debug = lib.debug }, Guard)
+  local g = setmetatable({ hmac = lib.hmac, error_mt = lib.error_mt, debug = lib.debug,
+                           ops = type(lib.ops) == "table" and lib.ops or OPS }, Guard)
   for _, name in ipairs(LIMITS) do g[name] = check_limit(opts, name) end
 
   if opts.allow_prefixes ~= nil then
@@ -265,7 +268,7 @@ local function add(limits, limit, key)
   return l
 end
 
-function Guard:_limits(kind, op, arg)
+function Guard:_limits(kind, field, op, arg)
   local limits, ticket = {}, nil
   local who
   local per_caller = kind == "verify" and self.verifies_per_caller or kind ~= "verify" and self.sends_per_caller
@@ -280,20 +283,19 @@ function Guard:_limits(kind, op, arg)
     end
   end
   if kind == "verify" then
-    if self.verifies_per_otp then add(limits, self.verifies_per_otp, "v:" .. self:_hash("o", arg.otp_id)) end
+    if self.verifies_per_otp then add(limits, self.verifies_per_otp, "v:" .. self:_hash("o", arg[field])) end
     if who then add(limits, per_caller, "cv:" .. who) end
     return limits
   end
   if kind == "resend" then
     if self.sends_per_number then
-      local id = self:_hash("o", arg.otp_id)
+      local id = self:_hash("o", arg[field])
       -- counted against the number record put under the otp_id; an otp_id
       -- it never saw is counted per otp_id
       local l = add(limits, self.sends_per_number, "n:" .. id)
       if self.can_map then l.map, l.via = "m:" .. id, "n:" end
     end
   else
-    local field = kind == "initiate" and "number" or "to"
     local number = arg[field]
     if self.prefixes and not allowed(self.prefixes, number) then
       return nil, self:_error(op, "invalid", field .. " is outside the guard's allow_prefixes",
@@ -317,9 +319,9 @@ end
 -- call succeeds: what to remember is fixed now, not when the answer comes.
 -- Never raises: a failing store or caller function is on_store_error's.
 function Guard:check(op, arg)
-  local kind = OPS[op]
-  if kind == nil then return nil end
-  local limits, ticket = self:_limits(kind, op, arg)
+  local what = self.ops[op]
+  if what == nil then return nil end
+  local limits, ticket = self:_limits(what.kind, what.field, op, arg)
   if limits == nil then return ticket end
   if limits == false then return self:_failed(op, "caller function", ticket) end
   if #limits == 0 then return nil, ticket end
