@@ -51,11 +51,16 @@ check-units:
 	    -I$(LUA_INC) $(CURL_CFLAGS) $$f || { echo "check-units: $$f does not compile alone" >&2; exit 1; }; \
 	done; echo "check-units: every src/*.c compiles alone"
 
+# `make lint`: luacheck over every Lua file of the project (.luacheckrc), zero warnings.
+.PHONY: lint
+lint:
+	@luacheck -q . >/dev/null || { luacheck -q . ; exit 1; }; echo "lint: luacheck found nothing"
+
 # Debian packages the build and the specs need; installed only when root.
 deps:
 	@sh .ci/deps.sh
 
-test: deps check-units
+test: deps check-units lint
 	@for v in $(LUAS); do $(MAKE) --no-print-directory build LUA=$$v || exit 1; done
 	@LUAS="$(LUAS)" PORT=$(PORT) sh spec/run
 

@@ -7,7 +7,7 @@ PKGS="gcc make libc6-dev libcurl4-openssl-dev libssl-dev
  luajit2 libluajit2-5.1-dev lua-cjson lua-busted lua-socket lua-sec luarocks
  nginx libnginx-mod-http-lua wrk valgrind curl openssl clang libclang-rt-dev
  libqrencode-dev zbar-tools librsvg2-bin tmux lua-luv tarantool lua-copas lua-http
- redis-server lua-redis lua-nginx-redis strace"
+ redis-server lua-redis lua-nginx-redis strace lua-check"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

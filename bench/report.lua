@@ -241,7 +241,7 @@ if a and b then
 end
 local vg = {}
 for l in lines("vg.txt") do
-  local k, v, n = l:match("^(%S+) (%d+) (%d+)$")
+  local k, v = l:match("^(%S+) (%d+) %d+$")
   if k then vg[#vg + 1] = ("%s %s"):format(k, commas(tonumber(v))); vg[k] = tonumber(v) end
 end
 if #vg > 0 then

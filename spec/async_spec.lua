@@ -402,6 +402,7 @@ describe("async calls", function()
     c:close()
     r, w, t = c:fds()
     assert.same({}, r)
+    assert.same({}, w)
     assert.is_nil(t)
   end)
 

@@ -1,6 +1,7 @@
 -- cli_spec.lua: bin/contiguity-otp run for real against the sandbox; interactive runs through tmux;
 -- and its code, contiguity.cli, called in-process (main(argv, sys)) with files for stdin/stdout/stderr.
 local cjson = require "cjson"
+local _ -- the discarded values of multiple assignments
 local sandbox = require "spec.helpers.sandbox"
 local shell = require "spec.helpers.shell"
 

@@ -358,13 +358,16 @@ describe("contiguity module", function()
       assert.equals(200, err.status)
       sandbox.fault{ path = "/otp/verify", action = "status", status = 200, body = "OK" }
       res, err = c.otp.verify{ otp_id = "otp_1", otp = "123456" }
+      assert.is_nil(res)
       assert.equals("decode", err.kind)
       sandbox.fault{ path = "/otp/verify", action = "status", status = 200, body = '{"id":"req_1"}' }
       res, err = c.otp.verify{ otp_id = "otp_1", otp = "123456" }
+      assert.is_nil(res)
       assert.equals("decode", err.kind)
       assert.matches("data", err.message)
       sandbox.fault{ path = "/otp/verify", action = "status", status = 200, body = "" }
       res, err = c.otp.verify{ otp_id = "otp_1", otp = "123456" }
+      assert.is_nil(res)
       assert.equals("decode", err.kind)
     end)
 
@@ -405,6 +408,7 @@ describe("contiguity module", function()
       assert.equals("invalid", err.kind)
       assert.matches("closed", err.message)
       res, err = c.otp.reverse.verify("r_otp_1")
+      assert.is_nil(res)
       assert.equals("invalid", err.kind)
     end)
 

@@ -197,8 +197,8 @@ describe("a luv loop driving client:fds() and client:poll(0)", function()
 
   it("runs calls started inside callbacks, and the others when a callback raises", function()
     c = sandbox.client()
-    local update, errors = nil, {}
-    update = attach(uv, c, function(err) errors[#errors + 1] = tostring(err) end)
+    local errors = {}
+    local update = attach(uv, c, function(err) errors[#errors + 1] = tostring(err) end)
     local sent, verified = 0, {}
     for i = 1, 5 do
       c.otp.new({ to = number(i), language = "en", name = "Luv" }, function(res, err)

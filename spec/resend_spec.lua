@@ -2,7 +2,6 @@
 -- module itself retried it (and counted it in err.attempts). The sandbox reads each
 -- request and drops the connection without answering; the specs count what it saw,
 -- for every op, on a fresh and on a reused keep-alive connection, blocking and async.
-local contiguity = require "contiguity"
 local sandbox = require "spec.helpers.sandbox"
 
 local NUMBER = "+15557650001"

@@ -2,6 +2,7 @@
 -- proxies to the sandbox. The spec itself only speaks HTTP to that nginx,
 -- so it runs under every Lua; nginx loads build/jit/contiguity.so.
 local cjson = require("cjson")
+local _ -- the discarded values of multiple assignments
 local socket = require("socket")
 local http = require("spec.helpers.http")
 local sandbox = require("spec.helpers.sandbox")

@@ -309,8 +309,10 @@ describe("sandbox", function()
       -- 60 + 841 = 901 s after sending: expired, even though it was resent.
       sandbox.advance(841)
       status, res = api("POST", "/otp/resend", { otp_id = id })
+      assert.are.equal(200, status)
       assert.is_false(res.data.resent)
       status, res = api("POST", "/otp/verify", { otp_id = id, otp = code })
+      assert.are.equal(200, status)
       assert.is_false(res.data.verified)
       assert.are.equal(2, sandbox.otp(id).sends)
     end)
@@ -601,7 +603,8 @@ describe("sandbox", function()
       local size = 3 * 1024 * 1024 + 7
       sandbox.fault({ path = "/otp/verify", action = "large", size = size })
       local c = keepalive()
-      local status, head = nil, {}
+      local status, head
+      head = {}
       raw_send(c.sock, "POST", "/otp/verify",
                { Authorization = "Token " .. sandbox.TOKEN, ["Content-Type"] = "application/json" }, "{}")
       status = tonumber(assert(c.sock:receive("*l")):match("^HTTP/1%.1 (%d+)"))

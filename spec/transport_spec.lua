@@ -3,6 +3,7 @@
 -- coroutine, the request table it sees, and error/decode parity with the
 -- libcurl client.
 local contiguity = require("contiguity")
+local _ -- the discarded values of multiple assignments
 local cjson = require("cjson")
 local http = require("spec.helpers.http")
 local sandbox = require("spec.helpers.sandbox")

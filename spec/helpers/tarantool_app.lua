@@ -6,7 +6,7 @@
 -- Runs from the repository root.
 local build = assert(os.getenv("CONTIGUITY_BUILD_DIR"), "CONTIGUITY_BUILD_DIR is not set")
 local base = assert(os.getenv("CONTIGUITY_SANDBOX_URL"), "CONTIGUITY_SANDBOX_URL is not set")
-local delay = assert(tonumber(os.getenv("TARANTOOL_DELAY")), "TARANTOOL_DELAY is not set")
+assert(tonumber(os.getenv("TARANTOOL_DELAY")), "TARANTOOL_DELAY is not set")
 package.cpath = build .. "/?.so;" .. package.cpath
 package.path = "./?.lua;" .. package.path
 
@@ -74,7 +74,8 @@ report.many.ticks = ticks - k0
 -- the libcurl client blocks the whole server for its call: no tick meanwhile
 t0, k0 = clock.monotonic(), ticks
 res, err = client("curl").otp.new{ to = number(2), language = "en", name = "Tarantool" }
-report.blocking = { seconds = clock.monotonic() - t0, ticks = ticks - k0, ok = res ~= nil }
+report.blocking = { seconds = clock.monotonic() - t0, ticks = ticks - k0, ok = res ~= nil,
+                    err = err and tostring(err) }
 
 -- 2. the same calls through both clients: a result, a 404, a timeout, a refused connection
 report.cases = {}
