@@ -19,7 +19,6 @@ local function copas_tcp()
   local sock, err = socket.tcp()
   if not sock then return nil, err end
   local s = {}
-  -- luacheck: push no unused args
   function s:settimeout() return 1 end -- copas 1.x has no timeouts
   function s:setoption(...) return sock:setoption(...) end
   function s:connect(host, port) return copas.connect(sock, host, port) end
@@ -28,7 +27,6 @@ local function copas_tcp()
   function s:close() return sock:close() end
   function s:getfd() return sock:getfd() end
   function s:dirty() return sock:dirty() end
-  -- luacheck: pop
   return s
 end
 

@@ -1,4 +1,4 @@
--- Handlers run inside the nginx that spec/resty_spec.lua starts: each makes
+-- Handlers run inside the nginx that spec/integration/resty_spec.lua starts: each makes
 -- one OTP call with contiguity.resty (or the blocking libcurl client) and
 -- answers JSON {res = ..., err = {...}}. Not used outside that nginx.
 local cjson = require("cjson")

@@ -1,4 +1,4 @@
--- spec/helpers/tarantool_app.lua: run under `tarantool` by spec/tarantool_spec.lua; prints one JSON report of calls made through examples/tarantool.lua and through libcurl.
+-- spec/helpers/tarantool_app.lua: run under `tarantool` by spec/integration/tarantool_spec.lua; prints one JSON report of calls made through examples/tarantool.lua and through libcurl.
 --
 -- Environment: CONTIGUITY_BUILD_DIR (the LuaJIT build, build/jit),
 -- CONTIGUITY_SANDBOX_URL, and TARANTOOL_DELAY, the delay (s) the spec made

@@ -216,7 +216,7 @@ describe("a copy of the checkout in a 0700 directory", function()
     local port = free_port({ 1000, 100, 102 })
     local v = BUILD_DIR:match("([^/]+)$")
     local ok, out = shell.run(("cd %s && TMPDIR=%s LUAS=%s PORT=%d LUA_WRAPPER= "
-      .. "SPECS='--filter-out=does.not.block spec/guard_resty_spec.lua spec/resty_spec.lua' sh spec/run")
+      .. "SPECS='--filter-out=does.not.block spec/integration/guard_resty_spec.lua spec/integration/resty_spec.lua' sh spec/run")
       :format(q(checkout), q(tmp), q(v), port))
     -- (the nested run's closing line must not read as this run's)
     out = out:gsub("specs: ", "nested specs: ")

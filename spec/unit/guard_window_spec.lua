@@ -1,7 +1,7 @@
 -- guard_window_spec.lua: the guard's sliding windows with a fake clock, no
 -- server: the in-process store, and the lua_shared_dict store's logic on a
--- stand-in dict (spec/guard_resty_spec.lua runs the same cases in nginx
--- against a real one, spec/guard_redis_spec.lua against Redis).
+-- stand-in dict (spec/integration/guard_resty_spec.lua runs the same cases in nginx
+-- against a real one, spec/integration/guard_redis_spec.lua against Redis).
 local guard = require("contiguity.guard")
 local windows = require("spec.helpers.guard_windows")
 

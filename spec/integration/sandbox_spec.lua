@@ -1,7 +1,7 @@
 -- Spec for the sandbox (sandbox/): every API and control endpoint over real
 -- HTTP against CONTIGUITY_SANDBOX_URL (default http://127.0.0.1:8931).
 -- Start one first: sandbox/start 20101, then
---   CONTIGUITY_SANDBOX_URL=http://127.0.0.1:20101 busted spec/sandbox_spec.lua
+--   CONTIGUITY_SANDBOX_URL=http://127.0.0.1:20101 busted spec/integration/sandbox_spec.lua
 local sandbox = require("spec.helpers.sandbox")
 local shell = require("spec.helpers.shell")
 local socket = require("socket")

@@ -44,6 +44,17 @@ describe("one call", function()
         assert.same({}, sandbox.requests())
       end)
     end
+    it("with on_store_error = open, says through the client's debug function that a call went uncounted", function()
+      local lines = {}
+      local store = { hit = function() error("redis is down") end }
+      local c = sandbox.client{ debug = function(line) lines[#lines + 1] = line end,
+        guard = { sends_per_number = { 1, 60 }, store = store, key = "k", on_store_error = "open" } }
+      assert(c.otp.new(params(A)))
+      local said = table.concat(lines, "\n")
+      assert.matches("on_store_error = \"open\"", said, 1, true)
+      assert.matches("redis is down", said, 1, true)
+      c:close()
+    end)
   end)
 
   describe("a debug function that raises", function()
