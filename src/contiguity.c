@@ -162,7 +162,9 @@ static void cg_new_guard(lua_State *L, cg_client *c, int opts, int uv)
     lua_getfield(L, -1, "new");
     lua_remove(L, -2);
     lua_insert(L, -2);
-    lua_createtable(L, 0, 4);
+    lua_createtable(L, 0, 5);
+    lua_getfield(L, opts, "debug"); /* true or a function: where the guard says what it let through */
+    lua_setfield(L, -2, "debug");
     lua_pushcfunction(L, crypto_hmac_hex);
     lua_setfield(L, -2, "hmac");
     lua_pushcfunction(L, crypto_random_bytes);
@@ -335,6 +337,8 @@ int luaopen_contiguity(lua_State *L)
     compat_setfuncs(L, funcs, 0);
     lua_pushliteral(L, CG_VERSION);
     lua_setfield(L, -2, "_VERSION");
+    call_push_guard_ops(L); /* contiguity.guard's default lib.ops */
+    lua_setfield(L, -2, "_guard_ops");
     wh_open(L);
     return 1;
 }

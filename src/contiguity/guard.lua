@@ -15,16 +15,6 @@ local M = {}
 -- lives 15 minutes and resend does not renew it.
 M.MAP_TTL = 900
 
--- Which calls the guard looks at, how (kind) and by which params field:
--- contiguity.new passes the operation table's (lib.ops); this copy is only
--- for a guard made with guard.new(opts) and no such lib.
-local OPS = {
-  ["otp.new"] = { kind = "send", field = "to" },
-  ["otp.resend"] = { kind = "resend", field = "otp_id" },
-  ["otp.verify"] = { kind = "verify", field = "otp_id" },
-  ["otp.reverse.initiate"] = { kind = "initiate", field = "number" },
-}
-
 local LIMITS = { "sends_per_number", "sends_per_caller", "sends_total", "verifies_per_otp", "verifies_per_caller" }
 local OPTIONS = {
   allow_prefixes = true, caller = true, on_store_error = true, key = true, clock = true,
@@ -165,7 +155,9 @@ function M.new(opts, lib)
     if not OPTIONS[k] then error("contiguity.new: unknown guard option '" .. tostring(k) .. "'", 0) end
   end
   local g = setmetatable({ hmac = lib.hmac, error_mt = lib.error_mt, debug = lib.debug,
-                           ops = type(lib.ops) == "table" and lib.ops or OPS }, Guard)
+                           -- which calls it counts, how and by which params field: a column
+                           -- of the module's operation table (src/ops.c), never a copy here
+                           ops = lib.ops or require("contiguity")._guard_ops }, Guard)
   for _, name in ipairs(LIMITS) do g[name] = check_limit(opts, name) end
 
   if opts.allow_prefixes ~= nil then
