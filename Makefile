@@ -106,7 +106,8 @@ clean:
 # `make sanitize`: the module built with ASan+UBSan (build/asan/5.4), the whole
 # spec suite on Lua 5.4 run by test/lua_host.c (a lua5.4 stand-in built with the
 # sanitizers, so their runtimes come first without LD_PRELOAD leaking into the
-# children the specs start), then the embedding test under ASan. Leaks that
+# children the specs start), then the embedding test under ASan, then
+# test/oom.c: every Lua allocation of a call path failing in turn. Leaks that
 # are not the module's are listed, with reasons, in lsan.supp. The spec run
 # leaves leak detection to `make valgrind` (the same suite, leak-check=full):
 # LeakSanitizer's exit-time scan (it stops every thread with ptrace) aborted
@@ -135,6 +136,9 @@ sanitize: deps
 	@LUAS=5.4 PORT=$(PORT) BUILD_ROOT=$(SAN_BUILD) SPEC_LUA_BIN=$(CURDIR)/$(SAN_BUILD)/bin/lua5.4 \
 	  LUA_WRAPPER="env $(SAN_OPTS) ASAN_OPTIONS=detect_leaks=0:abort_on_error=1" sh spec/run
 	@PORT=$(EMBED_PORT) EMBED_WRAPPER="env $(SAN_OPTS)" test/run-embed $(SAN_BUILD)/bin/embed "$(SAN_BUILD)/5.4/?.so"
+	$(SAN_CC) $(SAN_FLAGS) $(EMBED_CFLAGS) test/oom.c -o $(SAN_BUILD)/bin/oom $(EMBED_LIBS)
+	@PORT=$(EMBED_PORT) OOM_CJSON_SO="$$(lua5.4 -e 'print(package.searchpath("cjson", package.cpath))')" \
+	  EMBED_WRAPPER="env $(SAN_OPTS)" test/run-embed $(SAN_BUILD)/bin/oom "$(SAN_BUILD)/5.4/?.so"
 
 # The embedding test (test/embed.c) with the normal Lua 5.4 build.
 embed-test: deps

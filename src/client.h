@@ -11,7 +11,7 @@
 
 /* The user value of a client (a table) holds its Lua values: base_url,
  * auth, user_agent, cainfo, capath, debug, transport, guard, otp (the call
- * tables), pending and done (curl_multi.c). */
+ * tables) and pending (curl_multi.c). */
 typedef struct cg_client {
     cg_config cfg;      /* contiguity.new's options */
     cio_conf cc;        /* what every libcurl handle of the client gets */

@@ -204,8 +204,6 @@ static void cg_new_uservalue(lua_State *L, cg_client *c, int opts, int base)
     lua_pop(L, 2);
     lua_newtable(L);
     lua_setfield(L, uv, "pending");
-    lua_newtable(L);
-    lua_setfield(L, uv, "done");
     cg_new_guard(L, c, opts, uv);
 }
 
@@ -279,7 +277,6 @@ static int cg_new(lua_State *L)
     c->cc.timeout_ms = cfg.timeout_ms;
     c->cc.connect_timeout_ms = cfg.connect_timeout_ms;
     c->cc.rng = ((unsigned int)time(NULL) ^ (unsigned int)(size_t)c) | 1u;
-    c->async.qhead = 1; /* an empty done queue: qhead > qtail */
     c->async.deliver = call_deliver;
     cg_new_uservalue(L, c, 2, 3);
     uv = lua_gettop(L);

@@ -3,8 +3,8 @@
  * Transfers (a userdata each, owning its easy handle and buffers), libcurl's
  * socket callback and the set of sockets it wants watched, the turn of the
  * multi handle, the backoff of retried calls (a time, never a sleep), the
- * done queue, and the client methods poll, wait, pending and fds. No Lua
- * runs inside a libcurl callback: finished transfers go to the done queue,
+ * done list, and the client methods poll, wait, pending and fds. No Lua
+ * runs inside a libcurl callback: finished transfers go to the done list,
  * and the call layer's deliver function (call.c), given to the engine when
  * the client is made, decides what each one means. */
 #include <stdlib.h>
@@ -167,7 +167,7 @@ static int multi_start(lua_State *L, cg_client *c, int client, const ops_op *op,
     cio_attempt_start(t->easy, &t->io, &c->cc, t->deadline_at);
     cio_set_request(t->easy, op, url, b, body_len, 1, &t->io.upload);
     /* registered as pending first: a memory error here then leaves no
-     * transfer in libcurl that the done queue cannot find */
+     * transfer in libcurl that `pending` does not keep */
     lua_getfield(L, uv, "pending");
     lua_pushlightuserdata(L, t);
     lua_pushvalue(L, -3);
@@ -229,41 +229,31 @@ static void multi_recycle(cg_client *c, multi_transfer *t)
     multi_release(t);
 }
 
-/* ---- the done queue --------------------------------------------------- */
+/* ---- the done list ----------------------------------------------------- */
 
-/* Finished transfers waiting for their callback, in the order libcurl
- * reported them, at integer keys qhead..qtail of the table at q. The keys
- * start again from 1 whenever the queue empties, so they stay small however
- * many calls a client makes. */
-static void multi_queue_push(lua_State *L, multi_state *m, int q)
+/* Finished transfers wait for delivery on a list through the transfers
+ * themselves, in the order libcurl reported them; each stays in `pending`
+ * (which keeps it from the collector) until it is delivered. Queueing
+ * allocates nothing, so a memory error can never lose or half-queue a
+ * finished call. */
+static void multi_done_push(multi_state *m, multi_transfer *t)
 {
-    lua_rawseti(L, q, ++m->qtail);
+    t->done = 1;
+    t->next_done = NULL;
+    if (m->done_tail != NULL)
+        m->done_tail->next_done = t;
+    else
+        m->done_head = t;
+    m->done_tail = t;
 }
 
-/* Pushes the oldest queued transfer and takes it off, or returns 0. */
-static int multi_queue_pop(lua_State *L, multi_state *m, int q)
-{
-    if (m->qhead > m->qtail)
-        return 0;
-    lua_rawgeti(L, q, m->qhead);
-    lua_pushnil(L);
-    lua_rawseti(L, q, m->qhead++);
-    if (m->qhead > m->qtail)
-        m->qhead = 1, m->qtail = 0;
-    return 1;
-}
-
-/* Moves finished transfers from `pending` to the done queue, or, when the
- * outcome may safely be retried, out of the multi handle until their
- * backoff ends (they stay pending). uv is the client's user value. */
-static void multi_collect(lua_State *L, cg_client *c, int uv)
+/* Moves finished transfers to the done list, or, when the outcome may
+ * safely be retried, out of the multi handle until their backoff ends. */
+static void multi_collect(cg_client *c)
 {
     multi_state *m = &c->async;
     CURLMsg *msg;
-    int left, q;
-    lua_getfield(L, uv, "pending");
-    lua_getfield(L, uv, "done");
-    q = lua_gettop(L);
+    int left;
     while ((msg = curl_multi_info_read(m->multi, &left)) != NULL) {
         multi_transfer *t = NULL;
         CURL *e = msg->easy_handle;
@@ -271,38 +261,42 @@ static void multi_collect(lua_State *L, cg_client *c, int uv)
             continue;
         curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&t);
         t->rc = msg->data.result;
+        curl_multi_remove_handle(m->multi, e);
         if (t->attempt <= c->cfg.max_retries) {
             double delay = cio_retry_delay(&c->cc, t->op, e, t->rc, &t->io, t->attempt);
             if (delay >= 0 && cio_now() + delay < t->deadline_at) {
-                curl_multi_remove_handle(m->multi, e);
                 t->retry_at = cio_now() + delay;
                 t->waiting = 1;
                 m->waiting++;
                 continue;
             }
         }
-        lua_pushlightuserdata(L, t);
-        lua_rawget(L, q - 1);
-        multi_queue_push(L, m, q);
-        lua_pushlightuserdata(L, t);
-        lua_pushnil(L);
-        lua_rawset(L, q - 1);
-        curl_multi_remove_handle(m->multi, e);
+        multi_done_push(m, t);
     }
-    lua_pop(L, 2);
 }
 
-/* Hands the finished calls to the call layer, oldest first. Each is taken
- * off the queue before its callback runs, so a callback that raises leaves
- * the others queued for the next poll and libcurl untouched. */
+/* Hands the finished calls to the call layer, oldest first. Each leaves the
+ * list and `pending` before its callback runs, so a callback that raises
+ * leaves the others listed for the next poll and libcurl untouched. uv is
+ * the client's user value. */
 static int multi_deliver_all(lua_State *L, cg_client *c, int client, int uv)
 {
-    int ran = 0, q;
-    lua_getfield(L, uv, "done");
-    q = lua_gettop(L);
-    while (multi_queue_pop(L, &c->async, q)) {
-        c->async.pending--;
-        c->async.deliver(L, client, lua_gettop(L));
+    multi_state *m = &c->async;
+    int ran = 0, pending;
+    lua_getfield(L, uv, "pending");
+    pending = lua_gettop(L);
+    while (m->done_head != NULL) {
+        multi_transfer *t = m->done_head;
+        m->done_head = t->next_done;
+        if (m->done_head == NULL)
+            m->done_tail = NULL;
+        m->pending--;
+        lua_pushlightuserdata(L, t);
+        lua_rawget(L, pending); /* the transfer: kept there until now */
+        lua_pushlightuserdata(L, t);
+        lua_pushnil(L);
+        lua_rawset(L, pending); /* clearing a key never allocates */
+        m->deliver(L, client, lua_gettop(L));
         lua_pop(L, 1);
         ran++;
     }
@@ -327,15 +321,8 @@ static double multi_resume_due(lua_State *L, cg_client *c, int uv)
         if (t->waiting) {
             if (t->retry_at <= now) {
                 c->async.waiting--;
-                if (!multi_retry(c, t)) { /* cannot re-add: report the last outcome */
-                    lua_getfield(L, uv, "done");
-                    lua_pushvalue(L, -2);
-                    multi_queue_push(L, &c->async, lua_gettop(L) - 1);
-                    lua_pop(L, 1);
-                    lua_pushvalue(L, -2);
-                    lua_pushnil(L);
-                    lua_rawset(L, -5); /* safe: clearing the current key */
-                }
+                if (!multi_retry(c, t)) /* cannot re-add: report the last outcome */
+                    multi_done_push(&c->async, t);
             } else if (t->retry_at - now < next) {
                 next = t->retry_at - now;
             }
@@ -377,7 +364,7 @@ static int multi_step(lua_State *L, cg_client *c, int client, int uv, double tim
     for (;;) {
         next_retry = multi_resume_due(L, c, uv);
         multi_turn(&c->async, ms, &running);
-        multi_collect(L, c, uv);
+        multi_collect(c);
         ran = multi_deliver_all(L, c, client, uv);
         if (ran > 0 || (running == 0 && c->async.waiting == 0) || c->closed || !(timeout > 0))
             return ran;
@@ -482,19 +469,19 @@ static void multi_cancel(lua_State *L, cg_client *c, int uv)
 {
     multi_state *m = &c->async;
     lua_getfield(L, uv, "pending");
-    lua_getfield(L, uv, "done");
     lua_pushnil(L);
-    while (lua_next(L, -3) != 0) {
+    while (lua_next(L, -2) != 0) {
         multi_transfer *t = (multi_transfer *)lua_touserdata(L, -1);
-        if (!t->waiting)
-            curl_multi_remove_handle(m->multi, t->easy);
-        multi_release(t);
-        multi_queue_push(L, m, lua_gettop(L) - 2);
+        if (!t->done) { /* a finished one keeps its outcome, and is delivered with it */
+            if (!t->waiting)
+                curl_multi_remove_handle(m->multi, t->easy);
+            multi_release(t);
+            multi_done_push(m, t);
+        }
+        lua_pop(L, 1);
     }
     m->waiting = 0;
-    lua_pop(L, 2);
-    lua_newtable(L);
-    lua_setfield(L, uv, "pending");
+    lua_pop(L, 1);
 }
 
 static void multi_free(cg_client *c)

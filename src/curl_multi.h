@@ -11,7 +11,8 @@
 #define MULTI_TRANSFER_MT "contiguity.Transfer"
 
 /* One async call. The userdata owns the easy handle and the buffers; the
- * client's user value keeps it reachable until its callback has run. Its
+ * client's user value's `pending` table keeps it reachable until its
+ * callback has run (in flight, backing off, or on the done list). Its
  * own user value holds what the call keeps: [1] the callback, [2] the
  * path, [3] the guard's ticket, [4] the request body. */
 typedef struct multi_transfer {
@@ -23,6 +24,8 @@ typedef struct multi_transfer {
     int waiting;          /* backing off, out of the multi handle until retry_at */
     double deadline_at;   /* the call's deadline (monotonic seconds) */
     double retry_at;
+    int done;             /* finished (or cancelled): on the done list */
+    struct multi_transfer *next_done;
 } multi_transfer;
 
 /* The call layer's half of a finished call: decode, debug line, guard
@@ -38,7 +41,8 @@ typedef struct multi_state {
     int nsocks, capsocks;
     CURL **idle;                 /* easy handles of finished calls, for the next ones */
     int nidle, capidle;
-    int qhead, qtail;            /* the done queue's keys in the user value's `done` table */
+    multi_transfer *done_head;   /* finished calls waiting for delivery, oldest first: a */
+    multi_transfer *done_tail;   /* list through the transfers, so queueing never allocates */
     int pending;                 /* async calls whose callback has not run */
     int waiting;                 /* of those, backing off before their next attempt */
 } multi_state;
