@@ -157,6 +157,8 @@ static int call_begin(lua_State *L, cg_client *c, const ops_op *op, int arg, int
     *path = lua_gettop(L) + 1;
     if (ops_build(L, op, arg) != 0)
         return 2;
+    if (c->closed) /* the params' metamethods ran Lua code, which may close the client */
+        return errorf(L, op->name, "invalid", "client is closed");
     if (op->id_from == OPS_ID_ARG) {
         lua_pushvalue(L, UP_BASE);
         lua_pushvalue(L, *path);

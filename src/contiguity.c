@@ -151,7 +151,7 @@ static int cg_index(lua_State *L)
  * the C helpers it needs and the ops it counts, from the operation table. */
 static void cg_new_guard(lua_State *L, cg_client *c, int opts, int uv)
 {
-    lua_getfield(L, opts, "guard");
+    opt_get(L, opts, "guard");
     if (lua_isnil(L, -1)) {
         lua_pop(L, 1);
         return;
@@ -163,7 +163,7 @@ static void cg_new_guard(lua_State *L, cg_client *c, int opts, int uv)
     lua_remove(L, -2);
     lua_insert(L, -2);
     lua_createtable(L, 0, 5);
-    lua_getfield(L, opts, "debug"); /* true or a function: where the guard says what it let through */
+    opt_get(L, opts, "debug"); /* true or a function: where the guard says what it let through */
     lua_setfield(L, -2, "debug");
     lua_pushcfunction(L, crypto_hmac_hex);
     lua_setfield(L, -2, "hmac");
@@ -194,7 +194,7 @@ static void cg_new_uservalue(lua_State *L, cg_client *c, int opts, int base)
     opt_push_user_agent(L, opts, CG_VERSION, cio_libcurl_version());
     lua_setfield(L, uv, "user_agent");
     for (i = 0; copied[i] != NULL; i++) {
-        lua_getfield(L, opts, copied[i]);
+        opt_get(L, opts, copied[i]);
         lua_setfield(L, uv, copied[i]);
     }
     lua_getfield(L, uv, "debug");

@@ -7,6 +7,7 @@
  * callback of a NEVER_RESEND op can point into it. */
 #include "curl_easy.h"
 #include "client.h"
+#include "error.h"
 
 static int easy_open(cg_client *c, const char *cainfo, const char *capath)
 {
@@ -21,7 +22,10 @@ static int easy_perform(lua_State *L, cg_client *c, const ops_op *op, const char
     double deadline_at = cio_now() + c->cfg.deadline, delay;
     int attempt = 0;
     CURLcode rc;
-    cio_set_request(c->easy, op, url, b, body_len, 0, &c->io.upload);
+    if (c->easy == NULL) /* closed (the call layer checks too) */
+        return errorf(L, op->name, "invalid", "client is closed");
+    if (!cio_set_request(c->easy, op, url, b, body_len, 0, &c->io.upload))
+        return errorf(L, op->name, "network", "out of memory in libcurl");
     for (;;) {
         cio_attempt_start(c->easy, &c->io, &c->cc, deadline_at);
         rc = curl_easy_perform(c->easy);

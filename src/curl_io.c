@@ -196,26 +196,30 @@ static int cio_setup(CURL *e, cg_io *io, const cio_conf *cc, const char *cainfo,
  * NEVER_RESEND op's body goes through cio_on_read from `up` (which
  * points into a string the caller keeps alive); any other body is
  * given as POSTFIELDS (copied when copy_body: the async path). */
-static void cio_set_request(CURL *e, const ops_op *op, const char *url, const char *body,
-                              size_t body_len, int copy_body, cg_upload *up)
+static int cio_set_request(CURL *e, const ops_op *op, const char *url, const char *body,
+                           size_t body_len, int copy_body, cg_upload *up)
 {
-    curl_easy_setopt(e, CURLOPT_URL, url);
-    if (op->method[0] == 'G') {
-        curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
-        return;
-    }
-    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long)body_len);
-    if (op->flags & OPF_NEVER_RESEND) {
+    int never = (op->flags & OPF_NEVER_RESEND) != 0;
+    size_t len = body ? body_len : 0;
+    /* An empty body is never read through the callback, so libcurl could
+     * re-send it unseen: a NEVER_RESEND op without a body gets a connection
+     * of its own instead (none has one today; every handle is reset here). */
+    curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, (long)(never && len == 0));
+    if (curl_easy_setopt(e, CURLOPT_URL, url) != CURLE_OK)
+        return 0;
+    if (op->method[0] == 'G')
+        return curl_easy_setopt(e, CURLOPT_HTTPGET, 1L) == CURLE_OK;
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long)len);
+    if (never) {
         up->data = body ? body : "";
-        up->len = body ? body_len : 0;
+        up->len = len;
         up->pos = 0;
         up->given = 0;
         curl_easy_setopt(e, CURLOPT_POSTFIELDS, (char *)NULL); /* NULL: the read callback */
-        curl_easy_setopt(e, CURLOPT_POST, 1L);
-        return;
+        return curl_easy_setopt(e, CURLOPT_POST, 1L) == CURLE_OK;
     }
-    curl_easy_setopt(e, copy_body ? CURLOPT_COPYPOSTFIELDS : CURLOPT_POSTFIELDS,
-                     body ? body : "");
+    return curl_easy_setopt(e, copy_body ? CURLOPT_COPYPOSTFIELDS : CURLOPT_POSTFIELDS,
+                            body ? body : "") == CURLE_OK;
 }
 
 static int cio_is_tls_error(CURLcode rc)
@@ -285,9 +289,6 @@ static int cio_error(lua_State *L, const ops_op *op, CURL *e, CURLcode rc, const
     return 2;
 }
 
-#define CIO_BACKOFF_BASE 0.5
-#define CIO_BACKOFF_CAP 5.0
-#define CIO_RETRY_AFTER_CAP 30.0
 
 /* Exponential backoff with jitter: 0.5 s, 1 s, 2 s ... capped at 5 s, each
  * drawn from [d/2, d] so that many clients do not retry in step. */

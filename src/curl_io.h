@@ -51,8 +51,9 @@ static int cio_setup(CURL *e, cg_io *io, const cio_conf *cc, const char *cainfo,
                      const char *capath);
 
 /* Points a handle at one request (body kept alive by the caller; copied
- * by libcurl when copy_body, for a POST without NEVER_RESEND). */
-static void cio_set_request(CURL *e, const ops_op *op, const char *url, const char *body,
+ * by libcurl when copy_body, for a POST without NEVER_RESEND); 0 when
+ * libcurl is out of memory. */
+static int cio_set_request(CURL *e, const ops_op *op, const char *url, const char *body,
                             size_t body_len, int copy_body, cg_upload *up);
 
 /* Readies a handle for its next attempt: empty buffers, the body from its

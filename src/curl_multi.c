@@ -148,6 +148,8 @@ static int multi_start(lua_State *L, cg_client *c, int client, const ops_op *op,
     size_t body_len = 0;
     const char *b = lua_tolstring(L, body, &body_len);
     int uv;
+    if (c->closed) /* the call layer checks too; a closed client never gets a new multi handle */
+        return errorf(L, op->name, "invalid", "client is closed");
     if (!multi_init(c))
         return errorf(L, op->name, "network", "cannot create a libcurl multi handle");
     compat_getuservalue(L, client);
@@ -165,7 +167,8 @@ static int multi_start(lua_State *L, cg_client *c, int client, const ops_op *op,
         return errorf(L, op->name, "network", "cannot set up a libcurl handle");
     curl_easy_setopt(t->easy, CURLOPT_PRIVATE, (void *)t);
     cio_attempt_start(t->easy, &t->io, &c->cc, t->deadline_at);
-    cio_set_request(t->easy, op, url, b, body_len, 1, &t->io.upload);
+    if (!cio_set_request(t->easy, op, url, b, body_len, 1, &t->io.upload))
+        return errorf(L, op->name, "network", "out of memory in libcurl");
     /* registered as pending first: a memory error here then leaves no
      * transfer in libcurl that `pending` does not keep */
     lua_getfield(L, uv, "pending");
@@ -187,10 +190,13 @@ static int multi_start(lua_State *L, cg_client *c, int client, const ops_op *op,
  * ends by the call's deadline, and back into the multi handle. */
 static int multi_retry(cg_client *c, multi_transfer *t)
 {
+    t->waiting = 0;
+    /* added first: when that fails, the last attempt's outcome is intact */
+    if (curl_multi_add_handle(c->async.multi, t->easy) != CURLM_OK)
+        return 0;
     cio_attempt_start(t->easy, &t->io, &c->cc, t->deadline_at);
     t->attempt++;
-    t->waiting = 0;
-    return curl_multi_add_handle(c->async.multi, t->easy) == CURLM_OK;
+    return 1;
 }
 
 /* The easy handle (already out of the multi handle) goes back to the
@@ -456,6 +462,8 @@ static int multi_fds(lua_State *L)
         if (ms < 0 || next * 1000.0 < (double)ms)
             ms = (long)(next * 1000.0 + 0.999); /* whole ms, rounded up */
     }
+    if (m->done_head != NULL) /* finished calls wait for poll(0): now */
+        ms = 0;
     if (ms < 0)
         lua_pushnil(L);
     else

@@ -74,10 +74,10 @@ static int error_tostring(lua_State *L)
     else
         lua_pop(L, 1);
     lua_getfield(L, 1, "request_id");
-    if (lua_isstring(L, -1)) {
-        luaL_addstring(&b, " (request ");
+    if (lua_isstring(L, -1)) { /* formatted first: nothing may sit above the buffer while it grows */
+        lua_pushfstring(L, " (request %s)", lua_tostring(L, -1));
+        lua_remove(L, -2);
         luaL_addvalue(&b);
-        luaL_addchar(&b, ')');
     } else {
         lua_pop(L, 1);
     }

@@ -64,10 +64,17 @@ static void opt_check(lua_State *L, int idx, const opt_reader *r)
     }
 }
 
+static void opt_get(lua_State *L, int idx, const char *k)
+{
+    idx = compat_absindex(L, idx);
+    lua_pushstring(L, k);
+    lua_rawget(L, idx);
+}
+
 static const char *opt_string(lua_State *L, int idx, const char *k, size_t *len)
 {
     const char *s = NULL;
-    lua_getfield(L, idx, k);
+    opt_get(L, idx, k);
     if (lua_type(L, -1) == LUA_TSTRING)
         s = lua_tolstring(L, -1, len); /* still referenced by the options table */
     lua_pop(L, 1);
@@ -77,7 +84,7 @@ static const char *opt_string(lua_State *L, int idx, const char *k, size_t *len)
 static int opt_number(lua_State *L, int idx, const char *k, double *v)
 {
     int set;
-    lua_getfield(L, idx, k);
+    opt_get(L, idx, k);
     set = lua_type(L, -1) == LUA_TNUMBER;
     if (set)
         *v = lua_tonumber(L, -1);

@@ -34,8 +34,13 @@ static void opt_check(lua_State *L, int idx, const opt_reader *r);
 /* Raises "option 'name' <must>" for a value out of its range. */
 static int opt_fail(lua_State *L, const opt_reader *r, const char *name);
 
+/* Pushes option k of the table at idx, read raw: an options table's
+ * metamethods never run (opt_check walks it with lua_next, raw too), so
+ * nothing the module has not checked, and no Lua code, gets in. */
+static void opt_get(lua_State *L, int idx, const char *k);
+
 /* Typed reads after opt_check. A string stays valid while the options
- * table holds it. */
+ * table holds it: raw reads run no code that could take it out. */
 static const char *opt_string(lua_State *L, int idx, const char *k, size_t *len);
 static int opt_number(lua_State *L, int idx, const char *k, double *v); /* 1 when set */
 

@@ -91,7 +91,7 @@ static int qr_read_opts(lua_State *L, int idx, qr_opts *o)
     if (!qr_whole_in(v, 0, QR_MAX_MARGIN))
         return qr_invalid(L, "margin", "margin must be a whole number of modules from 0 to 100");
     o->margin = (int)v;
-    lua_getfield(L, idx, "invert");
+    opt_get(L, idx, "invert");
     o->invert = lua_toboolean(L, -1);
     lua_pop(L, 1);
     return 0;

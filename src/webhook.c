@@ -134,7 +134,7 @@ static void wh_options(lua_State *L, int idx, double *tolerance, double *now)
         return;
     luaL_checktype(L, idx, LUA_TTABLE);
     opt_check(L, idx, &r);
-    lua_getfield(L, idx, "tolerance");
+    opt_get(L, idx, "tolerance");
     if (lua_type(L, -1) == LUA_TBOOLEAN)
         *tolerance = -1;
     lua_pop(L, 1);

@@ -553,6 +553,31 @@ describe("async calls", function()
       c:close()
     end)
 
+    it("fds() says poll now while a finished call waits for its callback", function()
+      local c = client()
+      for i = 1, 2 do
+        assert.is_true(c.otp.reverse.verify("r_raise_" .. i, function() error("callback " .. i) end))
+      end
+      -- drive until both requests are out: two sockets waiting to read, none to write
+      local deadline = socket.gettime() + 5
+      repeat
+        c:poll(0)
+        local r, w = c:fds()
+        assert(socket.gettime() < deadline, "the two requests did not go out within 5 s")
+      until #r == 2 and #w == 0
+      -- a blocking call meanwhile: the one-worker sandbox answers in the order the
+      -- requests came, so when it returns both answers are waiting
+      assert.equals(404, select(2, c.otp.reverse.verify("r_block")).status)
+      assert.is_false(pcall(c.poll, c, 0)) -- both finish; the first callback raises
+      assert.equals(1, c:pending())
+      local r, w, t = c:fds()
+      assert.equals(0, #r + #w)
+      assert.equals(0, t)
+      assert.is_false(pcall(c.poll, c, 0)) -- and poll(0) runs the other
+      assert.equals(0, c:pending())
+      c:close()
+    end)
+
     it("reports the attempts of a call that kept failing, and never retries otp.new once sent", function()
       local c = client{ base_url = "http://127.0.0.1:1", max_retries = 1 }
       local e1

@@ -57,6 +57,22 @@ describe("one call", function()
     end)
   end)
 
+  for _, async in ipairs{ false, true } do
+    it("params whose metamethod closes the client refuse the call (" .. (async and "async" or "blocking") .. ")", function()
+      local c = sandbox.client()
+      local p = setmetatable({ otp_id = "x" }, { __index = function(_, k)
+        if k == "otp" then c:close(); return "123456" end
+      end })
+      local cb = async and function() error("no callback for a refused call") end or nil
+      local res, err = c.otp.verify(p, cb)
+      assert.is_nil(res)
+      assert.equals("invalid", err.kind)
+      assert.matches("closed", err.message)
+      assert.equals(0, c:pending())
+      assert.same({}, sandbox.requests())
+    end)
+  end
+
   describe("a debug function that raises", function()
     local function raising() error("hook exploded") end
 

@@ -62,6 +62,16 @@ describe("the response decoder", function()
     assert.equals("Internal Server Error", e3.message)
   end)
 
+  it("prints a long refusal with its request id (the message grows the buffer)", function()
+    for _, n in ipairs{ 995, 2015, 8160 } do
+      local body = '{"id":"req_abc","message":"' .. ("x"):rep(n) .. '"}'
+      local _, err = client(400, body).otp.verify{ otp_id = "x", otp = "1" }
+      local s = tostring(err)
+      assert.equals(n, #err.message)
+      assert.matches(" %(request req_abc%)$", s)
+    end
+  end)
+
   it("marks 429 retryable always, 502/503/504 only for an idempotent op", function()
     for _, st in ipairs{ 502, 503, 504 } do
       assert.is_true(select(2, client(st, "").otp.reverse.verify("x")).retryable)

@@ -52,6 +52,17 @@ describe("contiguity.new", function()
     opts.transport = nil
   end)
 
+  it("reads options raw: an options table's __index never runs", function()
+    local ran = 0
+    local opts = setmetatable({ base_url = "https://api.example.test" }, { __index = function(_, k)
+      ran = ran + 1
+      if k == "user_agent" then return ("y"):rep(200000) end
+    end })
+    local req = first_request(opts)
+    assert.not_matches("yyyy", req.headers["User-Agent"])
+    assert.equals(0, ran)
+  end)
+
   it("allows plain http only to loopback", function()
     assert.has_no_error(function() new{ base_url = "http://127.0.0.1:9" } end)
     assert.has_no_error(function() new{ base_url = "http://localhost:9" } end)
