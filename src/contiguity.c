@@ -235,6 +235,9 @@ static void cg_new_curl(lua_State *L, cg_client *c, int uv)
         c->cc.headers = l;
     }
     lua_pop(L, 2);
+    lua_getfield(L, uv, "base_url");
+    c->cc.pin_localhost = opt_host_is_localhost(lua_tostring(L, -1));
+    lua_pop(L, 1);
     lua_getfield(L, uv, "cainfo");
     lua_getfield(L, uv, "capath");
     if (!easy_open(c, lua_tostring(L, -2), lua_tostring(L, -1)))

@@ -170,12 +170,13 @@ static int cio_setup(CURL *e, cg_io *io, const cio_conf *cc, const char *cainfo,
      * speaks 1.2 and 1.3 */
     bad |= curl_easy_setopt(e, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2) != CURLE_OK;
 #if LIBCURL_VERSION_NUM >= 0x073100
-    {
+    if (cc->pin_localhost) {
         /* localhost, the one loopback name plain http may use (options.c),
          * is connected to 127.0.0.1 without asking /etc/hosts or DNS (every
          * other host that check accepts is an address, never looked up).
          * libcurl only reads the list, for each transfer: a static one is
-         * valid for every handle, however long it lives. */
+         * valid for every handle, however long it lives. Set only for a
+         * base_url on localhost: libcurl walks the list on every request. */
         static const struct curl_slist pin = {(char *)"localhost::127.0.0.1:", NULL};
         bad |= curl_easy_setopt(e, CURLOPT_CONNECT_TO, (struct curl_slist *)&pin) != CURLE_OK;
     }

@@ -39,6 +39,7 @@ typedef struct cio_conf {
     struct curl_slist *headers; /* the same for every request of a client */
     long connect_timeout_ms;
     long timeout_ms;
+    int pin_localhost; /* base_url's host is localhost: connect it to 127.0.0.1 */
     unsigned int rng; /* backoff jitter: per client, no shared state */
 } cio_conf;
 

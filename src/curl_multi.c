@@ -172,13 +172,10 @@ static int multi_start(lua_State *L, cg_client *c, int client, const ops_op *op,
     /* registered as pending first: a memory error here then leaves no
      * transfer in libcurl that `pending` does not keep */
     lua_getfield(L, uv, "pending");
-    lua_pushlightuserdata(L, t);
-    lua_pushvalue(L, -3);
-    lua_rawset(L, -3);
+    lua_pushvalue(L, -2);
+    t->ref = luaL_ref(L, -2); /* an array slot: no hash chains on the per-call path */
     if (curl_multi_add_handle(c->async.multi, t->easy) != CURLM_OK) {
-        lua_pushlightuserdata(L, t);
-        lua_pushnil(L);
-        lua_rawset(L, -3);
+        luaL_unref(L, -1, t->ref);
         return errorf(L, op->name, "network", "cannot add the transfer to libcurl multi");
     }
     c->async.pending++;
@@ -297,11 +294,8 @@ static int multi_deliver_all(lua_State *L, cg_client *c, int client, int uv)
         if (m->done_head == NULL)
             m->done_tail = NULL;
         m->pending--;
-        lua_pushlightuserdata(L, t);
-        lua_rawget(L, pending); /* the transfer: kept there until now */
-        lua_pushlightuserdata(L, t);
-        lua_pushnil(L);
-        lua_rawset(L, pending); /* clearing a key never allocates */
+        lua_rawgeti(L, pending, t->ref); /* the transfer: kept there until now */
+        luaL_unref(L, pending, t->ref);  /* reuses its slot: never allocates */
         m->deliver(L, client, lua_gettop(L));
         lua_pop(L, 1);
         ran++;
@@ -324,7 +318,7 @@ static double multi_resume_due(lua_State *L, cg_client *c, int uv)
     lua_pushnil(L);
     while (lua_next(L, -2) != 0) {
         multi_transfer *t = (multi_transfer *)lua_touserdata(L, -1);
-        if (t->waiting) {
+        if (t != NULL && t->waiting) { /* (NULL: luaL_ref's free list) */
             if (t->retry_at <= now) {
                 c->async.waiting--;
                 if (!multi_retry(c, t)) /* cannot re-add: report the last outcome */
@@ -348,7 +342,7 @@ static double multi_next_due(lua_State *L, int uv)
     lua_pushnil(L);
     while (lua_next(L, -2) != 0) {
         multi_transfer *t = (multi_transfer *)lua_touserdata(L, -1);
-        if (t->waiting && t->retry_at - now < next)
+        if (t != NULL && t->waiting && t->retry_at - now < next)
             next = t->retry_at - now;
         lua_pop(L, 1);
     }
@@ -480,7 +474,7 @@ static void multi_cancel(lua_State *L, cg_client *c, int uv)
     lua_pushnil(L);
     while (lua_next(L, -2) != 0) {
         multi_transfer *t = (multi_transfer *)lua_touserdata(L, -1);
-        if (!t->done) { /* a finished one keeps its outcome, and is delivered with it */
+        if (t != NULL && !t->done) { /* a finished one keeps its outcome, and is delivered with it */
             if (!t->waiting)
                 curl_multi_remove_handle(m->multi, t->easy);
             multi_release(t);

@@ -25,6 +25,7 @@ typedef struct multi_transfer {
     double deadline_at;   /* the call's deadline (monotonic seconds) */
     double retry_at;
     int done;             /* finished (or cancelled): on the done list */
+    int ref;              /* its luaL_ref in the client's `pending` table */
     struct multi_transfer *next_done;
 } multi_transfer;
 

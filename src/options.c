@@ -208,6 +208,15 @@ static int opt_is_url(const char *s, size_t n)
     return 1;
 }
 
+static int opt_host_is_localhost(const char *url)
+{
+    const char *h = strstr(url, "://");
+    if (h == NULL)
+        return 0;
+    h += 3;
+    return strncasecmp(h, "localhost", 9) == 0 && strchr(":/?#", h[9]) != NULL;
+}
+
 /* Pushes the normalised base_url: the option, else CONTIGUITY_BASE_URL,
  * else the real API; no trailing slash; plain http only to loopback. */
 static void opt_base_url(lua_State *L, int idx)
