@@ -257,7 +257,7 @@ static int cio_nothing_sent(const ops_op *op, CURL *e, CURLcode rc, const cg_io 
 
 /* A transfer that ended without a complete response: which kind, whether
  * the call may safely be made again, and the unknown outcome said plainly
- * when a request that sends an SMS may have reached the API. */
+ * when a request that is never re-sent may have reached the API. */
 static int cio_error(lua_State *L, const ops_op *op, CURL *e, CURLcode rc, const cg_io *io)
 {
     const char *kind = "network";
