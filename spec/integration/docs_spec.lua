@@ -13,25 +13,12 @@
 -- sandbox's default port) in the text become its URL; nothing else of the example changes. Each doc/*.md starts with an example that runs.
 local sandbox = require "spec.helpers.sandbox"
 local shell = require "spec.helpers.shell"
+local doc_files = require "spec.helpers.docs"
+local read, documents = doc_files.read, doc_files.documents
 
 local q = shell.quote
 local LUA = os.getenv("CONTIGUITY_SPEC_LUA") or "lua5.4"
 local MODULES = os.getenv("NGINX_MODULES_DIR") or "/usr/lib/nginx/modules"
-
-local function read(name)
-  local f = assert(io.open(name, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local function documents()
-  local list = { "README.md" }
-  local p = assert(io.popen("ls doc/*.md"))
-  for name in p:lines() do list[#list + 1] = name end
-  p:close()
-  return list
-end
 
 -- The fenced blocks of a markdown text: { info =, lang =, flags = {word=true}, file =, text =, line = }.
 local function blocks(text)

@@ -5,31 +5,9 @@ local sandbox = require "spec.helpers.sandbox"
 local socket = require "socket"
 
 local webhook = contiguity.webhook
+local signing = require "spec.helpers.webhook"
+local header, is_integer_valued = signing.header, signing.is_integer_valued
 local NUMBER = "+15551234567"
-
--- Lowercase hex HMAC-SHA256 of msg under key, by `openssl dgst`, never by
--- the module under test. The message goes through a file (any bytes).
-local function openssl_hmac(key, msg)
-  local name = os.tmpname()
-  require("spec.helpers.shell").write_file(name, msg)
-  assert(not key:find("'", 1, true), "test keys never hold a quote")
-  local p = assert(io.popen("openssl dgst -sha256 -hmac '" .. key .. "' '" .. name .. "' 2>&1"))
-  local out = p:read("*a")
-  p:close()
-  os.remove(name)
-  local hex = out:match("= ?(%x+)%s*$")
-  assert(hex and #hex == 64, "openssl dgst said: " .. out)
-  return hex:lower()
-end
-
-local function header(t, key, body)
-  return "t=" .. t .. ",v1=" .. openssl_hmac(key, t .. "." .. body)
-end
-
-local function is_integer_valued(v)
-  if math.type then return math.type(v) == "integer" end
-  return type(v) == "number" and v == math.floor(v)
-end
 
 -- A one-connection-at-a-time HTTP listener for the sandbox's deliveries.
 local function listener()

@@ -1,27 +1,13 @@
 -- docs_links_spec.lua: every relative link in README.md and doc/*.md names a file that
 -- exists (and, with a #fragment, a heading of that file). Needs no server.
 local shell = require "spec.helpers.shell"
-
-local function read(name)
-  local f = assert(io.open(name, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local doc_files = require "spec.helpers.docs"
+local read, documents = doc_files.read, doc_files.documents
 
 local function exists(name)
   local f = io.open(name, "rb")
   if f then f:close() end
   return f ~= nil
-end
-
--- The markdown files: README.md and doc/*.md.
-local function documents()
-  local list = { "README.md" }
-  local p = assert(io.popen("ls doc/*.md 2>/dev/null"))
-  for name in p:lines() do list[#list + 1] = name end
-  p:close()
-  return list
 end
 
 -- Text outside fenced code blocks (links in code are code, not links), without

@@ -3,6 +3,8 @@
 local contiguity = require "contiguity"
 
 local webhook = contiguity.webhook
+local signing = require "spec.helpers.webhook"
+local openssl_hmac, header, is_integer_valued = signing.openssl_hmac, signing.header, signing.is_integer_valued
 local SECRET = "whsec_test_8f3a1c"
 local NUMBER = "+15551234567"
 local NOW = 1726502400
@@ -10,35 +12,12 @@ local BODY = '{"id":"evt_dgUIkRo18","type":"otp.reverse.verified","timestamp":17
   .. '"api_version":"v2025.12.10","data":{"otp_id":"r_otp_123456","number":"+15551234567",'
   .. '"status":"verified"}}'
 
--- Lowercase hex HMAC-SHA256 of msg under key, by `openssl dgst`, never by
--- the module under test. The message goes through a file (any bytes).
-local function openssl_hmac(key, msg)
-  local name = os.tmpname()
-  require("spec.helpers.shell").write_file(name, msg)
-  assert(not key:find("'", 1, true), "test keys never hold a quote")
-  local p = assert(io.popen("openssl dgst -sha256 -hmac '" .. key .. "' '" .. name .. "' 2>&1"))
-  local out = p:read("*a")
-  p:close()
-  os.remove(name)
-  local hex = out:match("= ?(%x+)%s*$")
-  assert(hex and #hex == 64, "openssl dgst said: " .. out)
-  return hex:lower()
-end
-
-local function header(t, key, body)
-  return "t=" .. t .. ",v1=" .. openssl_hmac(key, t .. "." .. body)
-end
-
 local function at(now, extra)
   local o = { now = now }
   for k, v in pairs(extra or {}) do o[k] = v end
   return o
 end
 
-local function is_integer_valued(v)
-  if math.type then return math.type(v) == "integer" end
-  return type(v) == "number" and v == math.floor(v)
-end
 describe("contiguity.webhook.verify", function()
   local good
   setup(function() good = header(NOW, SECRET, BODY) end)
