@@ -152,20 +152,7 @@ $(head "$tmp/nginx")
         set \$bench_token "$token";
         set \$bench_base_url "$url";
         set \$bench_redis_port "$redis_port";
-        location = /_contiguity {
-            internal;
-            set \$contiguity_path \$contiguity_path;
-            set \$contiguity_authorization \$contiguity_authorization;
-            set \$contiguity_user_agent \$contiguity_user_agent;
-            proxy_pass http://contiguity_api\$contiguity_path;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_pass_request_headers off;
-            proxy_set_header Authorization \$contiguity_authorization;
-            proxy_set_header User-Agent \$contiguity_user_agent;
-            proxy_set_header Content-Type application/json;
-            proxy_set_header Accept application/json;
-        }
+        include $root/nginx/location-sandbox.conf;
         location = /guard { content_by_lua_block { require("guard_handler").run() } }
     }
 }

@@ -13,14 +13,7 @@ local function lines(name)
   return all
 end
 
-local function median(xs)
-  if #xs == 0 then return nil end
-  local s = {}
-  for i, x in ipairs(xs) do s[i] = x end
-  table.sort(s)
-  local m = (#s + 1) // 2
-  return #s % 2 == 1 and s[m] or (s[m] + s[m + 1]) / 2
-end
+local median = dofile((arg[0]:match("^(.*)/[^/]*$") or ".") .. "/stats.lua").median
 
 -- µs per call by group.contender and round
 local us, failed = {}, {}

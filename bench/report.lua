@@ -31,14 +31,7 @@ for l in lines("results") do
   end
 end
 
-local function median(xs)
-  if #xs == 0 then return nil end
-  local s = {}
-  for i, x in ipairs(xs) do s[i] = x end
-  table.sort(s)
-  local m = (#s + 1) // 2
-  return #s % 2 == 1 and s[m] or (s[m] + s[m + 1]) / 2
-end
+local median = dofile((arg[0]:match("^(.*)/[^/]*$") or ".") .. "/stats.lua").median
 
 local machine = {}
 for l in lines("machine") do

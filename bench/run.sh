@@ -316,21 +316,8 @@ $(nginx_head "$tmp/resty")
         set \$bench_base_url "$http_url";
         set \$bench_envelope '$envelope';
 
-        # the README's internal location ("OpenResty / nginx"; plain http to the stand-in)
-        location = /_contiguity {
-            internal;
-            set \$contiguity_path \$contiguity_path;
-            set \$contiguity_authorization \$contiguity_authorization;
-            set \$contiguity_user_agent \$contiguity_user_agent;
-            proxy_pass http://contiguity_api\$contiguity_path;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_pass_request_headers off;
-            proxy_set_header Authorization \$contiguity_authorization;
-            proxy_set_header User-Agent \$contiguity_user_agent;
-            proxy_set_header Content-Type application/json;
-            proxy_set_header Accept application/json;
-        }
+        # the shipped internal location (doc/openresty.md), plain http to the stand-in
+        include $root/nginx/location-sandbox.conf;
         # a handler: decode the request, otp.verify through contiguity.resty,
         # answer the result as JSON
         location = /resty/verify { content_by_lua_block { require("resty_handler").verify() } }

@@ -277,8 +277,8 @@ static int cg_new(lua_State *L)
     c->closed = 1; /* nothing to free until the handles exist */
     c->cfg = cfg;
     c->io.body.limit = cfg.max_response;
-    c->cc.timeout_ms = cfg.timeout_ms;
-    c->cc.connect_timeout_ms = cfg.connect_timeout_ms;
+    c->cc.timeout_ms = (long)(cfg.timeout * 1000.0 + 0.5); /* libcurl's unit */
+    c->cc.connect_timeout_ms = (long)(cfg.connect_timeout * 1000.0 + 0.5);
     c->cc.rng = ((unsigned int)time(NULL) ^ (unsigned int)(size_t)c) | 1u;
     c->async.deliver = call_deliver;
     cg_new_uservalue(L, c, 2, 3);

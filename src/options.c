@@ -253,8 +253,6 @@ static void opt_client(lua_State *L, int idx, cg_config *cfg)
     cfg->max_connections = (long)opt_count(L, idx, "max_connections", 16, 1, 1024);
     cfg->max_retries = (int)opt_count(L, idx, "max_retries", 2, 0, 10);
     cfg->deadline = opt_seconds(L, idx, "deadline", cfg->timeout * (cfg->max_retries + 1));
-    cfg->timeout_ms = (long)(cfg->timeout * 1000.0 + 0.5);
-    cfg->connect_timeout_ms = (long)(cfg->connect_timeout * 1000.0 + 0.5);
     opt_base_url(L, idx);
 }
 

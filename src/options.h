@@ -54,7 +54,6 @@ static int opt_host_is_localhost(const char *url);
 /* The plain C configuration of a client (contiguity.new). */
 typedef struct cg_config {
     double timeout, connect_timeout, deadline; /* seconds */
-    long timeout_ms, connect_timeout_ms;
     long max_connections;
     size_t max_response;
     int max_retries;

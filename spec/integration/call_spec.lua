@@ -30,20 +30,6 @@ describe("one call", function()
       c:close()
     end)
 
-    for _, async in ipairs{ false, true } do
-      it("a store that closes the client refuses the call it was checking (" .. (async and "async" or "blocking") .. ")", function()
-        local c
-        local store = { hit = function() c:close(); return true end }
-        c = sandbox.client{ guard = { sends_per_number = { 5, 60 }, store = store, key = "k" } }
-        local cb = async and function() error("no callback for a refused call") end or nil
-        local res, err = c.otp.new(params(A), cb)
-        assert.is_nil(res)
-        assert.equals("invalid", err.kind)
-        assert.matches("closed", err.message)
-        assert.equals(0, c:pending())
-        assert.same({}, sandbox.requests())
-      end)
-    end
     it("with on_store_error = open, says through the client's debug function that a call went uncounted", function()
       local lines = {}
       local store = { hit = function() error("redis is down") end }
@@ -57,20 +43,35 @@ describe("one call", function()
     end)
   end)
 
-  for _, async in ipairs{ false, true } do
-    it("params whose metamethod closes the client refuse the call (" .. (async and "async" or "blocking") .. ")", function()
+  -- Lua code the call itself runs (a guard's store, the params' metamethods)
+  -- may close the client: the call is refused, nothing is started or sent.
+  local closers = {
+    ["the guard's store"] = function()
+      local c
+      local store = { hit = function() c:close(); return true end }
+      c = sandbox.client{ guard = { sends_per_number = { 5, 60 }, store = store, key = "k" } }
+      return c, c.otp.new, params(A)
+    end,
+    ["a params metamethod"] = function()
       local c = sandbox.client()
-      local p = setmetatable({ otp_id = "x" }, { __index = function(_, k)
+      return c, c.otp.verify, setmetatable({ otp_id = "x" }, { __index = function(_, k)
         if k == "otp" then c:close(); return "123456" end
       end })
-      local cb = async and function() error("no callback for a refused call") end or nil
-      local res, err = c.otp.verify(p, cb)
-      assert.is_nil(res)
-      assert.equals("invalid", err.kind)
-      assert.matches("closed", err.message)
-      assert.equals(0, c:pending())
-      assert.same({}, sandbox.requests())
-    end)
+    end,
+  }
+  for who, make in pairs(closers) do
+    for _, async in ipairs{ false, true } do
+      it(who .. " closing the client refuses the call (" .. (async and "async" or "blocking") .. ")", function()
+        local c, call, p = make()
+        local cb = async and function() error("no callback for a refused call") end or nil
+        local res, err = call(p, cb)
+        assert.is_nil(res)
+        assert.equals("invalid", err.kind)
+        assert.matches("closed", err.message)
+        assert.equals(0, c:pending())
+        assert.same({}, sandbox.requests())
+      end)
+    end
   end
 
   describe("a debug function that raises", function()
