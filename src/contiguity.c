@@ -235,9 +235,6 @@ static void cg_new_curl(lua_State *L, cg_client *c, int uv)
         c->cc.headers = l;
     }
     lua_pop(L, 2);
-    lua_getfield(L, uv, "base_url");
-    c->cc.pin_localhost = opt_host_is_localhost(lua_tostring(L, -1));
-    lua_pop(L, 1);
     lua_getfield(L, uv, "cainfo");
     lua_getfield(L, uv, "capath");
     if (!easy_open(c, lua_tostring(L, -2), lua_tostring(L, -1)))
@@ -279,6 +276,7 @@ static int cg_new(lua_State *L)
     c->io.body.limit = cfg.max_response;
     c->cc.timeout_ms = (long)(cfg.timeout * 1000.0 + 0.5); /* libcurl's unit */
     c->cc.connect_timeout_ms = (long)(cfg.connect_timeout * 1000.0 + 0.5);
+    c->cc.pin_localhost = cfg.localhost;
     c->cc.rng = ((unsigned int)time(NULL) ^ (unsigned int)(size_t)c) | 1u;
     c->async.deliver = call_deliver;
     cg_new_uservalue(L, c, 2, 3);

@@ -208,6 +208,7 @@ static int opt_is_url(const char *s, size_t n)
     return 1;
 }
 
+/* True when the URL's host is localhost (any case). */
 static int opt_host_is_localhost(const char *url)
 {
     const char *h = strstr(url, "://");
@@ -254,6 +255,7 @@ static void opt_client(lua_State *L, int idx, cg_config *cfg)
     cfg->max_retries = (int)opt_count(L, idx, "max_retries", 2, 0, 10);
     cfg->deadline = opt_seconds(L, idx, "deadline", cfg->timeout * (cfg->max_retries + 1));
     opt_base_url(L, idx);
+    cfg->localhost = opt_host_is_localhost(lua_tostring(L, -1));
 }
 
 /* The token at index 1 (else CONTIGUITY_API_KEY, else CONTIGUITY_TOKEN)

@@ -48,12 +48,10 @@ static int opt_number(lua_State *L, int idx, const char *k, double *v); /* 1 whe
  * (base_url, and success_url in ops.c). */
 static int opt_is_url(const char *s, size_t n);
 
-/* True when the URL's host is localhost (any case). */
-static int opt_host_is_localhost(const char *url);
-
 /* The plain C configuration of a client (contiguity.new). */
 typedef struct cg_config {
     double timeout, connect_timeout, deadline; /* seconds */
+    int localhost;        /* base_url's host is localhost (connected without a lookup) */
     long max_connections;
     size_t max_response;
     int max_retries;
